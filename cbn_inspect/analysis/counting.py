@@ -1,0 +1,129 @@
+"""Counting kept directions of one layer (THEORY.md, "Counting kept directions").
+
+A tolerance rule splits the layer's singular values (over every frequency of the full grid) into kept and
+discarded; the kept ones are counted in total (the mode count), per frequency degree (l1 and l-inf), per
+complex frequency and per conjugate pair. Threshold-free companions (stable rank, entropy effective rank,
+spectral norm, energy share per degree) come with them. Pure numpy: no I/O.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..records import LayerMetrics, Spectrum, ToleranceRule
+
+TOLERANCE_RULES = ("relative", "absolute", "gap", "energy")
+DEGREE_METRICS = ("l1", "linf")
+# Values below this share of the layer's largest are numerical zero in float32; gap ratios use it as floor.
+NUMERICAL_FLOOR = 1e-7
+PROFILE_POINTS = 16
+
+
+def frequency_degrees(freqs: np.ndarray, grid: tuple[int, ...], metric: str) -> np.ndarray:
+    """Wrapped distance of each frequency from 0, combined over axes by the l1 sum or the l-inf max."""
+    grid_arr = np.asarray(grid, dtype=np.int64)
+    wrapped = np.minimum(freqs, grid_arr - freqs)
+    if metric == "l1":
+        return wrapped.sum(axis=1)
+    if metric == "linf":
+        return wrapped.max(axis=1)
+    raise ValueError(f"unknown degree metric {metric!r}")
+
+
+def _threshold(values: np.ndarray, weights: np.ndarray, rule: ToleranceRule, vmax: float) -> tuple[float, bool]:
+    """Threshold for the rule, and whether a value equal to it is kept (energy rule) or not."""
+    if rule.name == "relative":
+        return rule.value * vmax, False
+    if rule.name == "absolute":
+        return rule.value, False
+    if rule.name == "gap":
+        floor = vmax * 1e-12
+        levels = np.unique(np.maximum(values, floor))[::-1]
+        if levels[-1] > floor:
+            levels = np.append(levels, floor)
+        if len(levels) < 2:
+            return 0.0, False
+        ratios = levels[:-1] / levels[1:]
+        return float(levels[int(np.argmax(ratios)) + 1]), False
+    if rule.name == "energy":
+        order = np.argsort(values)[::-1]
+        energy = np.cumsum(values[order] ** 2 * weights[order])
+        k = int(np.searchsorted(energy, rule.value * energy[-1] * (1 - 1e-12)))
+        return float(values[order][min(k, len(order) - 1)]), True
+    raise ValueError(f"unknown tolerance rule {rule.name!r}")
+
+
+def _by_degree(degrees: np.ndarray, per_row: np.ndarray) -> dict[int, float]:
+    totals = np.bincount(degrees, weights=per_row)
+    return {int(deg): float(v) for deg, v in enumerate(totals)}
+
+
+def count_modes(spectrum: Spectrum, rule: ToleranceRule) -> LayerMetrics:
+    """Mode count, per-degree counts and soft measures of one layer's spectrum under ``rule``."""
+    vals, mult = spectrum.values, spectrum.multiplicity
+    flat = vals.ravel()
+    weights = np.repeat(mult, vals.shape[1]).astype(np.float64)
+    vmax = float(flat.max()) if flat.size else 0.0
+    capacity = spectrum.count
+
+    if vmax <= 0.0:
+        kept = np.zeros(vals.shape, dtype=bool)
+        threshold = 0.0
+    else:
+        threshold, inclusive = _threshold(flat, weights, rule, vmax)
+        kept = vals >= threshold if inclusive else vals > threshold
+        kept &= vals > 0
+
+    kept_rows = kept.sum(axis=1)
+    mode_count = int((kept_rows * mult).sum())
+    smallest_kept = float(vals[kept].min()) if kept.any() else None
+    largest_discarded = float(vals[~kept].max()) if (~kept).any() else None
+    gap = None
+    if smallest_kept is not None and largest_discarded is not None:
+        gap = smallest_kept / max(largest_discarded, vmax * NUMERICAL_FLOOR)
+
+    energy = (vals**2).sum(axis=1) * mult
+    total_energy = float(energy.sum())
+    degree_counts, pair_counts, energy_share = {}, {}, {}
+    for metric in DEGREE_METRICS:
+        deg = frequency_degrees(spectrum.frequencies, spectrum.grid, metric)
+        degree_counts[metric] = _nonzero_ints(_by_degree(deg, kept_rows * mult))
+        pair_counts[metric] = _nonzero_ints(_by_degree(deg, kept_rows.astype(np.float64)))
+        shares = _by_degree(deg, energy / total_energy if total_energy > 0 else energy * 0)
+        energy_share[metric] = shares
+
+    if vmax > 0:
+        stable_rank = float((flat**2 * weights).sum() / vmax**2)
+        p = flat * weights / float((flat * weights).sum())
+        nz = p > 0
+        effective_rank = float(np.exp(-(p[nz] * np.log(p[nz] / weights[nz])).sum()))
+    else:
+        stable_rank = effective_rank = 0.0
+
+    ordered = np.sort(np.repeat(flat, weights.astype(np.int64)))[::-1]
+    picks = np.linspace(0, len(ordered) - 1, PROFILE_POINTS).round().astype(int) if len(ordered) else []
+    profile = tuple(float(ordered[i]) for i in picks)
+    kept_freqs = tuple(
+        (tuple(int(x) for x in spectrum.frequencies[i]), int(kept_rows[i])) for i in np.flatnonzero(kept_rows)
+    )
+    return LayerMetrics(
+        mode_count=mode_count,
+        capacity=capacity,
+        threshold=float(threshold),
+        spectral_norm=vmax,
+        stable_rank=stable_rank,
+        effective_rank=effective_rank,
+        smallest_kept=smallest_kept,
+        largest_discarded=largest_discarded,
+        gap_ratio=gap,
+        degree_counts=degree_counts,
+        pair_degree_counts=pair_counts,
+        energy_by_degree=energy_share,
+        kept_frequencies=kept_freqs,
+        grid=tuple(spectrum.grid),
+        profile=profile,
+    )
+
+
+def _nonzero_ints(counts: dict[int, float]) -> dict[int, int]:
+    return {deg: int(round(v)) for deg, v in counts.items() if round(v) > 0}

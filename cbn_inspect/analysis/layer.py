@@ -1,0 +1,75 @@
+"""From one loaded layer's weight tensor to its report: grid rule, BatchNorm fold, spectrum, counts.
+
+Pure: the caller hands in the weight tensor (loading it is the loader's business), and gets a record back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ..records import BatchNormParams, ConvLayer, LayerReport, Settings
+from .counting import count_modes
+from .geometry import plan_kernel
+from .spectrum import compute_spectrum
+
+
+def resolve_grid(layer: ConvLayer, settings: Settings) -> ConvLayer:
+    """Fill the layer's grid by THEORY.md's order of preference: trace, metadata, user flag, default.
+
+    The default is ``settings.default_grid`` on every spatial axis, raised to the kernel size where the
+    kernel is larger (a kernel as large as the grid is the full-size circular case).
+    """
+    if layer.grid is not None and layer.grid_source in ("trace", "metadata"):
+        return layer
+    d = layer.ndim
+    if settings.grid is not None:
+        grid = settings.grid if len(settings.grid) == d else (settings.grid[0],) * d
+        return dataclasses.replace(layer, grid=tuple(grid), grid_source="flag")
+    grid = tuple(max(settings.default_grid, k) for k in layer.kernel_size)
+    return dataclasses.replace(layer, grid=grid, grid_source="default")
+
+
+def fold_batchnorm(weight: torch.Tensor, bn: BatchNormParams, *, transposed: bool, groups: int) -> torch.Tensor:
+    """Scale each output channel by gamma / sqrt(var + eps), the BatchNorm's linear part at inference."""
+    scale = 1.0 / torch.sqrt(bn.running_var.to(weight.dtype) + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight.to(weight.dtype)
+    if not transposed:
+        return weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
+    rows_per_group = weight.shape[0] // groups
+    cols = weight.shape[1]
+    per_row = scale.reshape(groups, 1, cols).expand(groups, rows_per_group, cols).reshape(weight.shape[0], cols)
+    return weight * per_row.reshape(per_row.shape + (1,) * (weight.ndim - 2))
+
+
+def analyze_layer(layer: ConvLayer, weight: torch.Tensor, settings: Settings) -> LayerReport:
+    """Spectrum and metrics of one layer whose grid is resolved (see :func:`resolve_grid`)."""
+    assert layer.grid is not None, "resolve_grid first"
+    notes = list(layer.notes)
+    compute = torch.float64 if settings.precision == "float64" else torch.float32
+    weight = weight.detach().to(dtype=compute if weight.is_floating_point() else torch.float32)
+    if not bool(torch.isfinite(weight).all()):
+        bad = int((~torch.isfinite(weight)).sum())
+        return LayerReport(layer=layer, spectrum_grid=None, exact=False, metrics=None,
+                           flags=("nonfinite",), notes=(f"{bad} NaN/Inf weights: layer not analysed",))
+    flags = []
+    if layer.batchnorm is not None and settings.fold_batchnorm:
+        weight = fold_batchnorm(weight.to(compute), layer.batchnorm, transposed=layer.transposed, groups=layer.groups)
+        flags.append("batchnorm-folded")
+        notes.append(f"BatchNorm {layer.batchnorm.name} folded in")
+    plan = plan_kernel(weight, layer.grid, groups=layer.groups, stride=layer.stride,
+                       dilation=layer.dilation, transposed=layer.transposed)
+    notes.extend(plan.notes)
+    spectrum = compute_spectrum(plan, precision=settings.precision, device=settings.device,
+                                memory_budget_mb=settings.memory_budget_mb)
+    metrics = count_modes(spectrum, settings.tolerance)
+    exact = plan.exact and layer.padding_mode == "circular" and layer.grid_source != "default"
+    if layer.padding_mode != "circular":
+        flags.append("approximate")
+    if layer.grid_source == "default":
+        flags.append("default-grid")
+    return LayerReport(layer=layer, spectrum_grid=plan.grid, exact=exact, metrics=metrics,
+                       spectrum=spectrum if settings.keep_spectra else None,
+                       flags=tuple(flags), notes=tuple(notes))

@@ -1,0 +1,36 @@
+"""Command line: ``cbn-inspect SOURCE`` (short for ``cbn-inspect report SOURCE``) and its subcommands.
+
+Each subcommand lives in its own module and registers itself on :data:`app`; :func:`main` routes a first
+argument that is not a subcommand to ``report``. Errors from :mod:`cbn_inspect.errors` become one line on
+stderr and their exit code; anything else is a bug, reported in one line with exit code 70.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ._app import app, run_guarded
+from . import _report  # noqa: F401  (registers the command)
+
+__all__ = ["app", "main", "route"]
+
+_PASSTHROUGH = {"--help", "-h", "--version", "--install-completion", "--show-completion"}
+
+
+def _commands() -> set[str]:
+    names = set()
+    for info in app.registered_commands:
+        names.add(info.name or info.callback.__name__.replace("_", "-"))
+    return names
+
+
+def route(argv: list[str]) -> list[str]:
+    """Insert the default subcommand ``report`` unless the first argument names a subcommand."""
+    if argv and argv[0] not in _commands() and argv[0] not in _PASSTHROUGH:
+        return ["report", *argv]
+    return argv
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = route(list(sys.argv[1:] if argv is None else argv))
+    run_guarded(lambda: app(args, prog_name="cbn-inspect"))

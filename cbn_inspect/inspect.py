@@ -1,0 +1,91 @@
+"""The library's front door: a source in, a :class:`ModelReport` out.
+
+``inspect_source`` = load (loaders) + ``analyze_model`` (analysis, one layer at a time so that a lazy
+loader never holds the whole model twice) + the bottleneck call. Reporters and the CLI sit on top.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from .analysis import analyze_layer, locate_bottleneck, resolve_grid
+from .errors import CbnError, NothingToAnalyseError, UnreadableInputError, UsageError
+from .loaders import load
+from .records import LayerReport, LoadedModel, ModelReport, Settings
+
+
+def _select_layers(loaded: LoadedModel, pattern: str | None):
+    if not pattern:
+        return loaded.layers
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise UsageError(f"--layers {pattern!r} is not a valid regular expression: {exc}") from exc
+    return tuple(layer for layer in loaded.layers if regex.search(layer.name))
+
+
+def _warnings(loaded: LoadedModel, reports: list[LayerReport], settings: Settings) -> list[str]:
+    out = list(loaded.source.notes)
+    by_source = {r.layer.grid_source for r in reports}
+    if "default" in by_source:
+        out.append(
+            f"no grid known for some layers: they were analysed on the default grid "
+            f"({settings.default_grid} per axis, or the kernel size if larger); pass --grid to set it"
+        )
+    if settings.grid is not None and "metadata" in by_source:
+        out.append("--grid ignored for layers whose grid the checkpoint's metadata declares")
+    if any(r.layer.geometry_source == "assumed" for r in reports):
+        out.append("groups, stride and padding are not declared by this checkpoint: assumed groups=1, "
+                   "stride 1; spectra assume circular padding (approximate)")
+    flagged = [r.layer.name for r in reports if "nonfinite" in r.flags]
+    if flagged:
+        out.append(f"{len(flagged)} layer(s) hold NaN/Inf weights and were not analysed: {', '.join(flagged[:5])}")
+    return out
+
+
+def analyze_model(loaded: LoadedModel, settings: Settings | None = None) -> ModelReport:
+    """Analyse every selected conv layer of a loaded model and locate its bottleneck."""
+    settings = settings or Settings()
+    started = time.perf_counter()
+    layers = _select_layers(loaded, settings.layer_filter)
+    if not layers:
+        what = f"matching --layers {settings.layer_filter!r}" if settings.layer_filter else "(rank 3-5 '*.weight' tensors)"
+        raise NothingToAnalyseError(f"{loaded.source.path}: no convolution weights {what}")
+    reports = []
+    for layer in layers:
+        layer = resolve_grid(layer, settings)
+        try:
+            weight = layer.weight.load()
+        except CbnError:
+            raise
+        except Exception as exc:
+            raise UnreadableInputError(f"{loaded.source.path}: cannot read layer {layer.name}: {exc}") from exc
+        reports.append(analyze_layer(layer, weight, settings))
+        del weight
+    names = [r.layer.name for r in reports]
+    bottleneck = locate_bottleneck(names, [r.metrics for r in reports], settings)
+    return ModelReport(
+        source=loaded.source,
+        settings=settings,
+        layers=tuple(reports),
+        bottleneck=bottleneck,
+        skipped=loaded.skipped,
+        order_source=loaded.order_source,
+        warnings=tuple(_warnings(loaded, reports, settings)),
+        seconds=round(time.perf_counter() - started, 4),
+    )
+
+
+def inspect_source(
+    source: str | Path,
+    settings: Settings | None = None,
+    *,
+    trust_pickle: bool = False,
+    key: str | None = None,
+) -> ModelReport:
+    """Load ``source`` and analyse it: the whole job of ``cbn-inspect SOURCE``, as a library call."""
+    settings = settings or Settings()
+    loaded = load(source, trust_pickle=trust_pickle, key=key, fold_batchnorm=settings.fold_batchnorm)
+    return analyze_model(loaded, settings)

@@ -1,0 +1,52 @@
+"""Name the globals a pickle would import, by reading its opcodes without executing any of them.
+
+Used when torch's weights-only unpickler gives up without naming the reason (an unsupported opcode, say):
+the scan tells a harmless-but-unusual pickle from one that would import ``os.system``. ``pickletools``
+only decodes opcodes; nothing is imported, constructed or called.
+"""
+
+from __future__ import annotations
+
+import io
+import pickletools
+import zipfile
+from pathlib import Path
+
+# Globals a checkpoint of tensors legitimately names (module prefixes).
+SAFE_PREFIXES = (
+    "torch.", "collections.OrderedDict", "collections.defaultdict", "builtins.set", "builtins.frozenset",
+    "builtins.slice", "builtins.complex", "builtins.bytearray", "_codecs.encode", "numpy.core.multiarray._reconstruct",
+    "numpy.ndarray", "numpy.dtype", "numpy._core.multiarray._reconstruct", "numpy.core.multiarray.scalar",
+    "numpy._core.multiarray.scalar",
+)
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+
+
+def pickle_globals(data: bytes) -> list[str]:
+    """Every ``module.name`` the pickle references; ``?`` where a name is built in a way the scan cannot follow."""
+    found: list[str] = []
+    strings: list[str] = []
+    for opcode, arg, _ in pickletools.genops(io.BytesIO(data)):
+        if opcode.name in _STRING_OPS and isinstance(arg, str):
+            strings.append(arg)
+        elif opcode.name in ("GLOBAL", "INST"):
+            found.append(str(arg).replace(" ", "."))
+        elif opcode.name == "STACK_GLOBAL":
+            found.append(".".join(strings[-2:]) if len(strings) >= 2 else "?")
+    return found
+
+
+def _pickle_bytes(path: Path) -> list[bytes]:
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            return [archive.read(n) for n in archive.namelist() if n.endswith(".pkl")]
+    return [path.read_bytes()]
+
+
+def unsafe_globals(path: Path) -> list[str] | None:
+    """Globals outside :data:`SAFE_PREFIXES`, or None when the file cannot be decoded as a pickle at all."""
+    try:
+        names = [name for blob in _pickle_bytes(path) for name in pickle_globals(blob)]
+    except Exception:  # not a pickle, or a truncated one: the caller reports the file as unreadable
+        return None
+    return sorted({n for n in names if not n.startswith(SAFE_PREFIXES)})

@@ -1,0 +1,137 @@
+"""PyTorch checkpoint files (``.pt``, ``.pth``, ``.bin``, ``.ckpt``), loaded with ``weights_only=True``.
+
+A checkpoint is untrusted input: its pickle is read by torch's restricted unpickler, which builds tensors
+and plain containers and refuses every other global. A file that needs more is refused with
+:class:`UnsafeContentError`, naming what it asked for and the explicit way out (``--trust-pickle``, for
+files the user trusts). Wrappers are unwrapped (``state_dict``, ``model``, EMA copies, Lightning) and the
+prefixes of ``DataParallel`` and ``torch.compile`` stripped.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import UnreadableInputError, UnsafeContentError, UsageError
+from ..records import InMemoryWeight, SourceInfo
+from ._pickle_scan import unsafe_globals
+from ._statedict import TensorEntry
+
+# Looked up in this order; the first that holds tensors is the model. EMA copies come after the raw model.
+WRAPPER_KEYS = (
+    "state_dict", "model_state_dict", "model", "module", "net", "network", "params",
+    "model_ema", "state_dict_ema", "ema_state_dict", "ema",
+)
+STRIPPED_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _torch_load(path: Path, trust: bool) -> Any:
+    import pickle
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(str(path), map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as exc:
+        text = " ".join(str(exc).split())
+        if "Weights only load failed" in text:
+            named = re.search(r"Unsupported global:?\s*(?:GLOBAL\s+)?([\w.]+)", text)
+            unsafe = [named.group(1)] if named else unsafe_globals(path)
+            if unsafe:
+                raise UnsafeContentError(
+                    f"{path}: refused: the pickle asks for {', '.join(unsafe[:3])}, which could run code",
+                    hint="if you trust this file, re-run with --trust-pickle",
+                ) from exc
+        raise UnreadableInputError(f"{path}: not a readable PyTorch checkpoint ({_reason(text)})") from exc
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, TypeError,
+            IndexError, MemoryError, OverflowError, UnicodeDecodeError, ImportError) as exc:
+        detail = _reason(str(exc)) if isinstance(exc, (RuntimeError, ValueError, OSError)) else ""
+        detail = detail or f"{type(exc).__name__} while unpickling"
+        raise UnreadableInputError(f"{path}: not a readable PyTorch checkpoint ({detail})") from exc
+
+
+def _reason(text: str) -> str:
+    """The informative part of torch's (long, multi-paragraph) load error."""
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\s+Check the documentation|$)", text)
+    return (found.group(1) if found else _first_line(text))[:160]
+
+
+def _first_line(text: str) -> str:
+    text = text.replace("Weights only load failed.", "").strip()
+    return (text.splitlines() or [""])[0][:160]
+
+
+def _holds_tensors(value: Any) -> bool:
+    import torch
+
+    if isinstance(value, torch.nn.Module):
+        return True
+    return isinstance(value, Mapping) and any(
+        isinstance(v, torch.Tensor) or (isinstance(v, Mapping) and _holds_tensors(v)) for v in value.values()
+    )
+
+
+def _select(obj: Any, key: str | None) -> tuple[Any, list[str]]:
+    notes: list[str] = []
+    if key:
+        for part in key.split("."):
+            if not isinstance(obj, Mapping) or part not in obj:
+                raise UsageError(f"--key {key}: the checkpoint has no entry {part!r}")
+            obj = obj[part]
+        return obj, notes
+    if isinstance(obj, Mapping):
+        present = [k for k in WRAPPER_KEYS if k in obj and _holds_tensors(obj[k])]
+        if present:
+            if len(present) > 1:
+                others = ", ".join(present[1:])
+                notes.append(f"analysed '{present[0]}'; the checkpoint also holds {others} (pick with --key)")
+            return obj[present[0]], notes
+    return obj, notes
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    import torch
+
+    if isinstance(obj, torch.nn.Module):
+        obj = obj.state_dict()
+    out: dict[str, Any] = {}
+    if isinstance(obj, torch.Tensor):
+        out[prefix.rstrip(".")] = obj
+    elif isinstance(obj, Mapping):
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+    return out
+
+
+def _strip(name: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for p in STRIPPED_PREFIXES:
+            if name.startswith(p):
+                name, changed = name[len(p) :], True
+    return name
+
+
+def read_torch_file(path: Path, *, trust: bool = False, key: str | None = None):
+    import torch
+
+    obj = _torch_load(path, trust)
+    chosen, notes = _select(obj, key)
+    tensors = {_strip(k): v for k, v in _flatten(chosen).items()}
+    entries = {
+        name: TensorEntry(name=name, shape=tuple(t.shape), dtype=str(t.dtype).replace("torch.", ""),
+                          source=InMemoryWeight(t))
+        for name, t in tensors.items()
+        if isinstance(t, torch.Tensor) and not t.is_sparse
+    }
+    metadata = {}
+    if isinstance(obj, Mapping):
+        meta = obj.get("cbn_inspect_metadata") or obj.get("metadata")
+        if isinstance(meta, Mapping):
+            metadata = {str(k): str(v) for k, v in meta.items() if isinstance(v, (str, int, float))}
+    return entries, SourceInfo(path=str(path), format="pytorch", metadata=metadata, notes=tuple(notes))

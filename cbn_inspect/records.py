@@ -1,0 +1,272 @@
+"""Plain records shared by every loader, the analysis and every reporter.
+
+One frozen dataclass per idea:
+
+- :class:`ConvLayer` -- a convolution as a loader found it (name, stored shape, declared geometry, where its
+  weight lives). Loaders declare the layout; nothing downstream guesses it from the shape.
+- :class:`Spectrum` -- the per-frequency singular values of one layer (analysis output, arrays).
+- :class:`LayerMetrics` -- the counts and soft measures derived from a spectrum under one tolerance rule.
+- :class:`LayerReport`, :class:`Bottleneck`, :class:`ModelReport` -- what reporters consume.
+
+Arrays are numpy, never torch, once analysis is done, so reports pickle cheaply and serialise without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol
+
+import numpy as np
+
+# Where a layer's grid came from, in THEORY.md's order of preference.
+GRID_SOURCES = ("trace", "metadata", "flag", "default")
+
+
+class WeightSource(Protocol):
+    """Anything that can produce the layer's stored weight tensor on demand (lazily, one layer at a time)."""
+
+    def load(self) -> Any:  # returns a torch.Tensor
+        ...
+
+
+@dataclass(frozen=True)
+class InMemoryWeight:
+    """A weight already in memory (pickled checkpoints, traced modules)."""
+
+    tensor: Any
+
+    def load(self) -> Any:
+        return self.tensor
+
+
+@dataclass(frozen=True)
+class BatchNormParams:
+    """A BatchNorm that follows a conv; folded into the conv's output channels before analysis."""
+
+    name: str
+    weight: Any  # torch.Tensor (C_out,) or None when affine=False
+    running_var: Any  # torch.Tensor (C_out,)
+    eps: float = 1e-5
+
+
+@dataclass(frozen=True)
+class ConvLayer:
+    """One convolution as loaded. Geometry fields are declared by the loader (or the user), never guessed.
+
+    ``grid`` is the layer's input spatial size (None until a grid rule fills it). ``*_source`` fields say
+    whether a value was declared (``metadata``, ``trace``, ``flag``) or assumed (``assumed``/``default``).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    weight: WeightSource = field(repr=False, compare=False)
+    order: int = 0
+    groups: int = 1
+    stride: tuple[int, ...] | None = None
+    dilation: tuple[int, ...] | None = None
+    transposed: bool = False
+    padding_mode: str = "unknown"
+    grid: tuple[int, ...] | None = None
+    grid_source: str = "default"
+    geometry_source: str = "assumed"
+    batchnorm: BatchNormParams | None = field(default=None, repr=False, compare=False)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ndim(self) -> int:
+        """Number of spatial axes (1, 2 or 3)."""
+        return len(self.shape) - 2
+
+    @property
+    def kind(self) -> str:
+        base = "conv_transpose" if self.transposed else "conv"
+        return f"{base}{self.ndim}d"
+
+    @property
+    def kernel_size(self) -> tuple[int, ...]:
+        return tuple(self.shape[2:])
+
+    @property
+    def in_channels(self) -> int:
+        return self.shape[0] if self.transposed else self.shape[1] * self.groups
+
+    @property
+    def out_channels(self) -> int:
+        return self.shape[1] * self.groups if self.transposed else self.shape[0]
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """Where a model came from and what the file said about itself."""
+
+    path: str
+    format: str
+    sha256: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A loader's result: the conv layers in execution (or natural) order, and what was skipped and why."""
+
+    source: SourceInfo
+    layers: tuple[ConvLayer, ...]
+    skipped: tuple[tuple[str, str], ...] = ()  # (tensor name, reason)
+    order_source: str = "natural-sort"  # or "metadata", "trace"
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """Per-frequency singular values of one layer's operator.
+
+    One row per conjugate class of frequencies on ``grid`` (the grid the per-frequency matrices live on:
+    the coarse grid for strided layers). ``multiplicity`` is 2 where the row stands for m and -m, 1 for
+    self-conjugate frequencies. Each row holds the singular values of W_hat(m), union over groups, sorted in
+    descending order. The full-grid spectrum is recovered with :meth:`full`.
+    """
+
+    grid: tuple[int, ...]
+    frequencies: np.ndarray  # (F, d) int64, representatives
+    multiplicity: np.ndarray  # (F,) int64, 1 or 2
+    values: np.ndarray  # (F, r) float64, descending per row
+    exact: bool = True
+
+    @property
+    def count(self) -> int:
+        """Number of singular values of the whole operator (all frequencies of the full grid)."""
+        return int(self.multiplicity.sum()) * self.values.shape[1]
+
+    def full(self) -> list[tuple[tuple[int, ...], np.ndarray]]:
+        """Every frequency of the full grid with its singular values, in row-major frequency order."""
+        grid = np.asarray(self.grid)
+        rows: dict[tuple[int, ...], np.ndarray] = {}
+        for freq, mult, vals in zip(self.frequencies, self.multiplicity, self.values):
+            rows[tuple(int(v) for v in freq)] = vals
+            if mult == 2:
+                rows[tuple(int(v) for v in (-freq) % grid)] = vals
+        return sorted(rows.items())
+
+
+@dataclass(frozen=True)
+class ToleranceRule:
+    """How a singular value is judged kept. ``name`` in relative, absolute, gap, energy."""
+
+    name: str = "relative"
+    value: float = 0.1
+
+    def describe(self) -> str:
+        return {
+            "relative": f"sigma > {self.value:g} x the layer's largest",
+            "absolute": f"sigma > {self.value:g}",
+            "gap": "above the largest gap in the sorted log-spectrum",
+            "energy": f"fewest modes holding {self.value:.4g} of sum sigma^2",
+        }[self.name]
+
+
+@dataclass(frozen=True)
+class LayerMetrics:
+    """Counts and soft measures of one layer under one tolerance rule.
+
+    ``degree_counts`` maps metric (``l1``/``linf``) -> degree -> kept count, per complex frequency;
+    ``pair_degree_counts`` the same with each conjugate pair counted once.
+    """
+
+    mode_count: int
+    capacity: int
+    threshold: float
+    spectral_norm: float
+    stable_rank: float
+    effective_rank: float
+    smallest_kept: float | None
+    largest_discarded: float | None
+    gap_ratio: float | None
+    degree_counts: Mapping[str, Mapping[int, int]]
+    pair_degree_counts: Mapping[str, Mapping[int, int]]
+    energy_by_degree: Mapping[str, Mapping[int, float]]
+    kept_frequencies: tuple[tuple[tuple[int, ...], int], ...]  # (representative frequency, kept count)
+    grid: tuple[int, ...] = ()  # the grid the frequencies live on
+    profile: tuple[float, ...] = ()  # all singular values sorted descending, sampled at PROFILE_POINTS quantiles
+
+    def kept_on_full_grid(self) -> tuple[tuple[tuple[int, ...], int], ...]:
+        """Kept counts at every frequency of the full grid (each representative and its mirror), sorted."""
+        out = {}
+        for freq, count in self.kept_frequencies:
+            out[freq] = count
+            out[tuple((-f) % n for f, n in zip(freq, self.grid))] = count
+        return tuple(sorted(out.items()))
+
+    @property
+    def utilisation(self) -> float:
+        return self.mode_count / self.capacity if self.capacity else 0.0
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """One analysed layer: the layer as loaded, the geometry actually used, its metrics, and flags."""
+
+    layer: ConvLayer
+    spectrum_grid: tuple[int, ...] | None
+    exact: bool
+    metrics: LayerMetrics | None
+    spectrum: Spectrum | None = None
+    flags: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Bottleneck:
+    """The detected bottleneck, or ``found=False`` with the reason. ``start``/``end`` are layer names."""
+
+    found: bool
+    reason: str
+    start: str | None = None
+    end: str | None = None
+    start_index: int | None = None
+    end_index: int | None = None
+    rank: int | None = None
+    degree_counts: Mapping[int, int] = field(default_factory=dict)
+    frequencies: tuple[tuple[tuple[int, ...], int], ...] = ()
+    strength: float = 0.0
+    strength_label: str = "none"
+    gap_ratio: float | None = None
+    utilisation: float | None = None
+    plateau_length: int = 0
+    consistent_type: bool = False
+    candidate: Mapping[str, Any] | None = None  # the best run examined, when found is False
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that changes a result; recorded in every output."""
+
+    tolerance: ToleranceRule = ToleranceRule()
+    degree_metric: str = "l1"
+    grid: tuple[int, ...] | None = None  # user flag; None = metadata or default
+    default_grid: int = 32
+    precision: str = "float32"
+    fold_batchnorm: bool = True
+    layer_filter: str | None = None
+    min_plateau: int = 2
+    plateau_tolerance: float = 0.25
+    min_gap: float = 10.0
+    max_utilisation: float = 0.5
+    edge_layers: int = 1
+    keep_spectra: bool = False
+    device: str = "cpu"
+    memory_budget_mb: int = 256
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    """Everything known about one model: where it came from, how it was analysed, per layer, and the call."""
+
+    source: SourceInfo
+    settings: Settings
+    layers: tuple[LayerReport, ...]
+    bottleneck: Bottleneck
+    skipped: tuple[tuple[str, str], ...] = ()
+    order_source: str = "natural-sort"
+    warnings: tuple[str, ...] = ()
+    seconds: float | None = None
