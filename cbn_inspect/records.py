@@ -160,7 +160,7 @@ class ToleranceRule:
         return {
             "relative": f"sigma > {self.value:g} x the layer's largest",
             "absolute": f"sigma > {self.value:g}",
-            "gap": "above the largest gap in the sorted log-spectrum",
+            "gap": f"above the largest gap in the sorted spectrum, if at least {self.value:g}x",
             "energy": f"fewest modes holding {self.value:.4g} of sum sigma^2",
         }[self.name]
 

@@ -37,14 +37,19 @@ def _threshold(values: np.ndarray, weights: np.ndarray, rule: ToleranceRule, vma
     if rule.name == "absolute":
         return rule.value, False
     if rule.name == "gap":
-        floor = vmax * 1e-12
-        levels = np.unique(np.maximum(values, floor))[::-1]
-        if levels[-1] > floor:
+        # Sorted distinct levels; values below the numerical floor are zeros, always discarded, and the
+        # step down to them counts as a gap only when there are such zeros.
+        floor = vmax * NUMERICAL_FLOOR
+        levels = np.unique(values[values > floor])[::-1]
+        if (values <= floor).any():
             levels = np.append(levels, floor)
         if len(levels) < 2:
-            return 0.0, False
+            return (floor if (values <= floor).any() else 0.0), False
         ratios = levels[:-1] / levels[1:]
-        return float(levels[int(np.argmax(ratios)) + 1]), False
+        best = int(np.argmax(ratios))
+        if ratios[best] < rule.value:  # no step large enough to be a split: every non-zero value is kept
+            return floor, False
+        return float(levels[best + 1]), False
     if rule.name == "energy":
         order = np.argsort(values)[::-1]
         energy = np.cumsum(values[order] ** 2 * weights[order])

@@ -16,7 +16,7 @@ from ..records import Settings, ToleranceRule
 from ..report import TerminalReport, to_json
 from ._app import Metric, Precision, Rule, app, guarded, stderr
 
-DEFAULT_TOLERANCE = {"relative": 0.1, "absolute": 0.1, "gap": 0.0, "energy": 0.99}
+DEFAULT_TOLERANCE = {"relative": 0.1, "absolute": 0.1, "gap": 10.0, "energy": 0.99}
 
 EPILOG = """
 **Examples**
@@ -84,7 +84,7 @@ def report_command(
     layers: Annotated[Optional[str], typer.Option("--layers", metavar="REGEX", help="Analyse only layers whose name matches REGEX.")] = None,
     grid: Annotated[Optional[str], typer.Option("--grid", metavar="N|HxW", help="Input grid of layers whose grid the checkpoint does not declare (default 32 per axis).")] = None,
     tolerance: Annotated[Rule, typer.Option("--tolerance", help="Rule that decides which singular values are kept.")] = Rule.relative,
-    tol_value: Annotated[Optional[float], typer.Option("--tol-value", help="Parameter of the rule: relative 0.1 (of the layer's largest), absolute 0.1, energy 0.99.")] = None,
+    tol_value: Annotated[Optional[float], typer.Option("--tol-value", help="Parameter of the rule: relative 0.1 (of the layer's largest), absolute 0.1, gap 10 (smallest ratio that counts as a gap), energy 0.99.")] = None,
     degree: Annotated[Metric, typer.Option("--degree", help="How frequency degree combines axes: l1 (sum) or linf (max).")] = Metric.l1,
     precision: Annotated[Precision, typer.Option("--precision", help="Arithmetic of the SVDs.")] = Precision.float32,
     fold_bn: Annotated[bool, typer.Option("--fold-bn/--no-fold-bn", help="Fold a BatchNorm that follows a conv into it.")] = True,

@@ -23,16 +23,29 @@ _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8", "SHOR
 
 
 def pickle_globals(data: bytes) -> list[str]:
-    """Every ``module.name`` the pickle references; ``?`` where a name is built in a way the scan cannot follow."""
+    """Every ``module.name`` the pickles in ``data`` reference (a legacy torch file holds several in a row).
+
+    ``?`` stands for a name built in a way the scan cannot follow. Raises if ``data`` does not start with
+    a pickle; bytes after the last complete pickle (raw tensor storage) are ignored.
+    """
     found: list[str] = []
-    strings: list[str] = []
-    for opcode, arg, _ in pickletools.genops(io.BytesIO(data)):
-        if opcode.name in _STRING_OPS and isinstance(arg, str):
-            strings.append(arg)
-        elif opcode.name in ("GLOBAL", "INST"):
-            found.append(str(arg).replace(" ", "."))
-        elif opcode.name == "STACK_GLOBAL":
-            found.append(".".join(strings[-2:]) if len(strings) >= 2 else "?")
+    stream = io.BytesIO(data)
+    first = True
+    while stream.tell() < len(data):
+        strings: list[str] = []
+        try:
+            for opcode, arg, _ in pickletools.genops(stream):
+                if opcode.name in _STRING_OPS and isinstance(arg, str):
+                    strings.append(arg)
+                elif opcode.name in ("GLOBAL", "INST"):
+                    found.append(str(arg).replace(" ", "."))
+                elif opcode.name == "STACK_GLOBAL":
+                    found.append(".".join(strings[-2:]) if len(strings) >= 2 else "?")
+        except Exception:
+            if first:
+                raise
+            break
+        first = False
     return found
 
 

@@ -16,6 +16,14 @@ from ..records import SourceInfo
 from ._statedict import TensorEntry
 
 
+# safetensors dtype codes -> the names torch (and the rest of cbn-inspect) uses
+DTYPE_NAMES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "I64": "int64", "I32": "int32", "I16": "int16",
+    "I8": "int8", "U8": "uint8", "BOOL": "bool",
+}
+
+
 @dataclass(frozen=True)
 class SafetensorsWeight:
     """One tensor of a safetensors file, read on demand."""
@@ -45,7 +53,7 @@ def _read_header(path: Path) -> tuple[dict[str, TensorEntry], dict[str, str]]:
                 entries[name] = TensorEntry(
                     name=name,
                     shape=tuple(int(v) for v in piece.get_shape()),
-                    dtype=str(piece.get_dtype()),
+                    dtype=DTYPE_NAMES.get(str(piece.get_dtype()), str(piece.get_dtype()).lower()),
                     source=SafetensorsWeight(str(path), name),
                 )
     except Exception as exc:

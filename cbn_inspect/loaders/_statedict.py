@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 from ..records import BatchNormParams, ConvLayer, LoadedModel, SourceInfo, WeightSource
 
-FLOAT_DTYPES = {"float16", "bfloat16", "float32", "float64", "F16", "BF16", "F32", "F64"}
+FLOAT_DTYPES = {"float16", "bfloat16", "float32", "float64", "float8_e4m3fn", "float8_e5m2"}
 META_LAYERS = "cbn_inspect.layers"
 META_ORDER = "cbn_inspect.order"
 META_GRID = "cbn_inspect.grid"

@@ -39,7 +39,7 @@ def _torch_load(path: Path, trust: bool) -> Any:
     except pickle.UnpicklingError as exc:
         text = " ".join(str(exc).split())
         if "Weights only load failed" in text:
-            named = re.search(r"Unsupported global:?\s*(?:GLOBAL\s+)?([\w.]+)", text)
+            named = re.search(r"(?:Unsupported global:?|unsupported GLOBAL)\s*(?:GLOBAL\s+)?([\w.]+)", text)
             unsafe = [named.group(1)] if named else unsafe_globals(path)
             if unsafe:
                 raise UnsafeContentError(
