@@ -58,3 +58,20 @@ class Cli:
 @pytest.fixture
 def cli() -> Cli:
     return Cli()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--overwrite-golden", action="store_true", help="Rewrite tests/golden/* from current output.")
+
+
+@pytest.fixture
+def golden(request):
+    """Compare text with tests/golden/NAME, or rewrite it with --overwrite-golden."""
+
+    def check(name: str, text: str) -> None:
+        path = Path(__file__).parent / "golden" / name
+        if request.config.getoption("--overwrite-golden") or not path.exists():
+            path.write_text(text)
+        assert text == path.read_text(), f"{name} changed; rerun with --overwrite-golden if intended"
+
+    return check

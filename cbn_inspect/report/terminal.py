@@ -28,7 +28,12 @@ SPARK_DECADES = 4  # the sparkline spans sigma_max down to sigma_max * 10^-4
 def format_degrees(counts: Mapping[int, int], width: int = 12) -> str:
     """``{0: 3, 1: 4}`` -> ``"0:3 1:4"``, cut with an ellipsis to ``width`` characters."""
     text = " ".join(f"{k}:{v}" for k, v in sorted(counts.items()))
-    return text if len(text) <= width else text[: width - 1].rsplit(" ", 1)[0] + "…"
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    if text[width - 1] != " ":  # the cut fell inside an entry: drop that entry
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip() + "…"
 
 
 def _shape(shape: Iterable[int]) -> str:
@@ -61,16 +66,16 @@ def spark(report: LayerReport, width: int = SPARK_WIDTH) -> Text:
 
 def _table(report: ModelReport) -> Table:
     b = report.bottleneck
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), show_edge=False, expand=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), show_edge=False, expand=False)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("layer", overflow="ellipsis", no_wrap=True, max_width=18)
-    table.add_column("shape", no_wrap=True, overflow="ellipsis", max_width=12)
+    table.add_column("shape", no_wrap=True, overflow="ellipsis", max_width=11)
     table.add_column("grid", no_wrap=True)
     table.add_column("modes", justify="right", no_wrap=True)
     table.add_column("use", justify="right", no_wrap=True)
-    table.add_column("kept degrees", no_wrap=True)
+    table.add_column("kept degrees", no_wrap=True, min_width=11)
     table.add_column("σmax", justify="right", no_wrap=True)
-    table.add_column("spectrum", no_wrap=True)
+    table.add_column("spectrum", no_wrap=True, min_width=SPARK_WIDTH)
     metric = report.settings.degree_metric
     for i, r in enumerate(report.layers):
         m = r.metrics
@@ -83,7 +88,7 @@ def _table(report: ModelReport) -> Table:
             grid,
             str(m.mode_count) if m else "–",
             f"{m.utilisation:.0%}" if m else "–",
-            format_degrees(m.degree_counts[metric]) if m else "–",
+            format_degrees(m.degree_counts[metric], 11) if m else "–",
             _num(m.spectral_norm) if m else "–",
         ]
         table.add_row(*row, spark(r), style="bold magenta" if inside else None)
@@ -128,6 +133,9 @@ class TerminalReport:
         head.append("cbn-inspect ", style="bold")
         head.append(f"{__version__} · {r.source.path}\n", style="dim")
         head.append(f"{len(r.layers)} conv layers ({r.source.format}, order: {r.order_source})")
+        folded = sum("batchnorm-folded" in layer.flags for layer in r.layers)
+        if folded:
+            head.append(f", BatchNorm folded into {folded}")
         if r.skipped:
             head.append(f", {len(r.skipped)} tensors skipped", style="dim")
         parts = [head, _table(r), _summary(r)]

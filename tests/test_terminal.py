@@ -1,0 +1,42 @@
+"""The terminal report: golden output on a fixed-width console, and its parts."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+from rich.console import Console
+
+from cbn_inspect import inspect_source
+from cbn_inspect.report import TerminalReport, format_degrees
+
+
+def render(report, width=80) -> str:
+    console = Console(file=io.StringIO(), width=width, color_system=None, legacy_windows=False)
+    console.print(TerminalReport(report))
+    return console.file.getvalue()
+
+
+def stable(report):
+    """The report with its machine-dependent parts (temporary path) fixed."""
+    return dataclasses.replace(report, source=dataclasses.replace(report.source, path="planted.safetensors"))
+
+
+def test_golden_planted(planted_path, golden):
+    golden("planted_report.txt", render(stable(inspect_source(planted_path))))
+
+
+def test_golden_random(random_path, golden):
+    golden("random_report.txt", render(stable(inspect_source(random_path))))
+
+
+def test_every_width_from_60_fits(planted_path):
+    report = inspect_source(planted_path)
+    for width in (60, 80, 120):
+        assert max(len(line) for line in render(report, width).splitlines()) <= width
+
+
+def test_format_degrees():
+    assert format_degrees({0: 3, 1: 4, 2: 1}) == "0:3 1:4 2:1"
+    assert format_degrees({i: 100 for i in range(10)}, width=12) == "0:100 1:100…"
+    assert format_degrees({}) == ""
