@@ -1,7 +1,7 @@
 """Executors: run audit tasks somewhere and yield one :class:`AuditRow` per task, in completion order.
 
-:class:`LocalExecutor` keeps ``jobs`` worker processes (``spawn``: torch is imported once per worker, and
-workers are reused across items). Each worker holds one item at a time, so the executor always knows which
+:class:`LocalExecutor` keeps ``jobs`` worker processes (forked from a ``forkserver`` that imported torch
+once; workers are reused across items). Each worker holds one item at a time, so the executor always knows which
 item a worker was on: a worker that dies (segfault, ``os.abort``, the out-of-memory killer) gives an error
 row naming the signal, a worker past ``--timeout`` is killed and gives a timeout row, and in both cases a
 fresh worker takes its place. Workers ignore Ctrl-C; the coordinator stops them.
@@ -72,6 +72,16 @@ def _worker_main(conn: Connection, threads: int | None) -> None:
         conn.send(("row", run_task(task)))
 
 
+def _context() -> multiprocessing.context.BaseContext:
+    """``forkserver`` with the analysis preloaded: torch is imported once, in the server, and every worker
+    (and every replacement of a dead one) is a cheap fork of it. ``spawn`` where there is no forkserver."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["cbn_inspect.inspect", "cbn_inspect.batch.worker"])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
 @dataclass
 class _Worker:
     process: multiprocessing.process.BaseProcess
@@ -88,7 +98,7 @@ class LocalExecutor:
         self.jobs = max(1, jobs)
         self.threads = threads
         self.timeout = timeout
-        self._context = multiprocessing.get_context("spawn")
+        self._context = _context()
         self._start_failures = 0
 
     def _start(self) -> _Worker:

@@ -84,8 +84,12 @@ def _manifest_lines(path: Path) -> Iterator[str]:
         raise UsageError(f"manifest {path}: cannot read ({exc})") from exc
     for line in text.splitlines():
         line = line.strip()
-        if line and not line.startswith("#"):
-            yield line if line.startswith("timm:") or os.path.isabs(line) else str(path.parent / line)
+        if not line or line.startswith("#") or line.startswith("timm:"):
+            if line and not line.startswith("#"):
+                yield line
+            continue
+        at, target = ("@", line[1:]) if line.startswith("@") else ("", line)
+        yield at + (target if os.path.isabs(target) else str(path.parent / target))
 
 
 def _expand_one(arg: str, seen_manifests: set[Path], from_manifest: bool) -> Iterator[AuditItem]:
