@@ -24,7 +24,7 @@ from typing import Iterator, Protocol, Sequence
 
 from ..errors import INTERNAL_ERROR_EXIT, UsageError
 from .records import AuditRow, AuditTask
-from .worker import configure_threads, error_row, run_task
+from .worker import TRACE_ENV, configure_threads, error_row, run_task
 
 START_FAILURES_ALLOWED = 3  # workers that die before they are ready, before the batch gives up on workers
 
@@ -55,9 +55,15 @@ def describe_exit(exitcode: int | None) -> str:
     return f"signal {-exitcode} ({name}{hint})"
 
 
-def _worker_main(conn: Connection, threads: int | None) -> None:
-    """A local worker: import the analysis once, then analyse one task per message until told to stop."""
+def _worker_main(conn: Connection, threads: int | None, trace: str | None) -> None:
+    """A local worker: import the analysis once, then analyse one task per message until told to stop.
+
+    ``trace`` is the coordinator's current ``CBN_INSPECT_AUDIT_TRACE`` (a forkserver keeps the environment
+    it started with)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ.pop(TRACE_ENV, None)
+    if trace:
+        os.environ[TRACE_ENV] = trace
     from .. import inspect  # noqa: F401  (imports torch: once per worker, before saying ready)
 
     configure_threads(threads)
@@ -103,7 +109,7 @@ class LocalExecutor:
 
     def _start(self) -> _Worker:
         parent, child = self._context.Pipe()
-        process = self._context.Process(target=_worker_main, args=(child, self.threads), daemon=True,
+        process = self._context.Process(target=_worker_main, args=(child, self.threads, os.environ.get(TRACE_ENV)), daemon=True,
                                         name="cbn-inspect-audit-worker")
         process.start()
         child.close()
