@@ -76,8 +76,8 @@ def test_csv_has_a_line_per_item(audited):
 def test_rerun_reuses_every_row(audited):
     zoo, out, _, _ = audited
     before = out.read_text()
-    again = run_cli("audit", str(zoo), "--out", str(out), "--quiet")
-    assert again.returncode == SOME_ITEMS_FAILED_EXIT
+    again = CliRunner().invoke(app, ["audit", str(zoo), "--out", str(out), "--quiet"])
+    assert again.exit_code == SOME_ITEMS_FAILED_EXIT
     assert out.read_text() == before
     assert again.stdout == ""
     assert again.stderr.count(": unreadable: ") == 3  # --quiet still names the failures

@@ -253,7 +253,7 @@ class DaskExecutor:
         try:
             futures = client.map(run_task_limited, list(tasks), timeout=self.timeout, pure=False)
             by_future = {future.key: task for future, task in zip(futures, tasks)}
-            for future in as_completed(futures):
+            for future in as_completed(futures, loop=client.loop):
                 task = by_future[future.key]
                 try:
                     yield future.result()
