@@ -58,4 +58,5 @@ class AnalysisError(CbnError):
     kind = "analysis"
 
 
+SOME_ITEMS_FAILED_EXIT = 8  # `cbn-inspect audit`: the batch ran, but some items are error rows
 INTERNAL_ERROR_EXIT = 70  # an unexpected exception: a bug in cbn-inspect, reported as one line

@@ -57,6 +57,11 @@ def _settings(settings: Settings) -> dict[str, Any]:
     }
 
 
+def settings_to_dict(settings: Settings) -> dict[str, Any]:
+    """The report's ``settings`` object on its own (the batch layer keys its results on it)."""
+    return _settings(settings)
+
+
 def _layer(index: int, report: LayerReport, metric: str, spectra: bool) -> dict[str, Any]:
     layer, m = report.layer, report.metrics
     out: dict[str, Any] = {

@@ -1,0 +1,135 @@
+"""The batch front door: sources in, one row per item out, written to a resumable JSONL file as they finish.
+
+``run_audit`` = expand the sources (:mod:`.sources`) + key every item (content hash + settings hash) + take
+the rows an earlier run already finished from ``out`` (:mod:`.store`) + compute the rest on an executor
+(:mod:`.executors`), appending each row the moment it arrives. It prints nothing: progress goes through the
+optional :class:`ProgressSink`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Protocol, Sequence
+
+from ..errors import SOME_ITEMS_FAILED_EXIT, UsageError
+from ..records import Settings
+from ..report.json_report import settings_to_dict
+from .executors import DaskExecutor, Executor, LocalExecutor, default_jobs
+from .records import AuditItem, AuditRow, AuditTask
+from .sources import content_hash, expand_sources, row_key, settings_hash
+from .store import ResultStore
+
+
+class ProgressSink(Protocol):
+    def start(self, total: int, reused: int) -> None: ...
+
+    def advance(self, row: AuditRow) -> None: ...
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """One row per item of this run, in the order the sources named them."""
+
+    rows: tuple[AuditRow, ...]
+    computed: int
+    reused: int
+    seconds: float
+    repaired_lines: int = 0  # lines of ``out`` dropped on opening (partial, invalid, or recomputed)
+
+    @property
+    def failed(self) -> tuple[AuditRow, ...]:
+        return tuple(r for r in self.rows if not r.ok)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every item succeeded, :data:`SOME_ITEMS_FAILED_EXIT` otherwise."""
+        return SOME_ITEMS_FAILED_EXIT if self.failed else 0
+
+
+def plan_tasks(
+    items: Iterable[AuditItem],
+    settings: Settings,
+    *,
+    trust_pickle: bool = False,
+    key: str | None = None,
+    threads: int | None = None,
+) -> list[AuditTask]:
+    """A task per item, keyed by the item's content hash and everything that changes its report."""
+    digest = settings_hash(settings_to_dict(settings), trust_pickle=trust_pickle, key=key,
+                           spectra=settings.keep_spectra)
+    return [
+        AuditTask(item=item, key=row_key(content_hash(item), digest), settings=settings,
+                  trust_pickle=trust_pickle, checkpoint_key=key, threads=threads)
+        for item in items
+    ]
+
+
+def make_executor(executor: str, *, jobs: int | None, threads: int | None, timeout: float | None,
+                  scheduler: str | None) -> Executor:
+    if timeout is not None and timeout <= 0:
+        raise UsageError("--timeout must be > 0 seconds")
+    if executor == "local":
+        if scheduler:
+            raise UsageError("--scheduler needs --executor dask")
+        jobs = jobs or default_jobs()
+        threads = threads or max(1, default_jobs() // jobs)
+        return LocalExecutor(jobs, threads=threads, timeout=timeout)
+    if executor == "dask":
+        if not scheduler:
+            raise UsageError("--executor dask needs --scheduler ADDRESS", hint="e.g. tcp://10.0.0.5:8786")
+        return DaskExecutor(scheduler, timeout=timeout)
+    raise UsageError(f"--executor {executor}: use local or dask")
+
+
+def run_audit(
+    sources: Sequence[str] | None = None,
+    settings: Settings | None = None,
+    *,
+    items: Sequence[AuditItem] | None = None,
+    out: str | Path | None = None,
+    force: bool = False,
+    executor: str = "local",
+    jobs: int | None = None,
+    threads: int | None = None,
+    timeout: float | None = None,
+    scheduler: str | None = None,
+    trust_pickle: bool = False,
+    key: str | None = None,
+    progress: ProgressSink | None = None,
+) -> AuditResult:
+    """Audit every item the sources name; see the module docstring. Raises only for usage errors."""
+    settings = settings or Settings()
+    runner = make_executor(executor, jobs=jobs, threads=threads, timeout=timeout, scheduler=scheduler)
+    items = list(items) if items is not None else expand_sources(sources or [])
+    started = time.perf_counter()
+    tasks = plan_tasks(items, settings, trust_pickle=trust_pickle, key=key,
+                       threads=threads if executor == "dask" else getattr(runner, "threads", threads))
+    wanted = {(t.item.source, t.key) for t in tasks}
+
+    def drop(row: AuditRow) -> bool:  # rows of this run's items that are computed again
+        return (row.item, row.key) in wanted and (force or not row.final)
+
+    store = ResultStore(Path(out), drop=drop) if out is not None else None
+    try:
+        done = store.done if store is not None else {}
+        finished: dict[tuple[str, str], AuditRow] = {
+            (t.item.source, t.key): done[(t.item.source, t.key)] for t in tasks if (t.item.source, t.key) in done
+        }
+        todo = [t for t in tasks if (t.item.source, t.key) not in finished]
+        reused = len(finished)
+        if progress is not None:
+            progress.start(len(tasks), reused)
+        for row in runner.run(todo):
+            if store is not None:
+                store.append(row)
+            finished[(row.item, row.key)] = row
+            if progress is not None:
+                progress.advance(row)
+    finally:
+        if store is not None:
+            store.close()
+    rows = tuple(finished[(t.item.source, t.key)] for t in tasks)
+    return AuditResult(rows=rows, computed=len(todo), reused=reused, seconds=time.perf_counter() - started,
+                       repaired_lines=store.dropped_lines if store is not None else 0)

@@ -1,0 +1,167 @@
+"""Turn the audit's arguments into items, and give each item its row key.
+
+An argument is one of:
+
+- ``timm:PATTERN`` -- every model ``timm.list_models(PATTERN)`` names (``timm:resnet*``); a name without a
+  wildcard must exist. No weights are downloaded here: the item is ``timm:NAME``, for the loaders.
+- ``@FILE`` or a file ending in ``.txt``/``.lst``/``.list``/``.manifest`` -- a manifest: one source per line,
+  blank lines and ``#`` comments ignored, relative paths taken from the manifest's folder.
+- a folder -- searched recursively for checkpoint files (:data:`CHECKPOINT_SUFFIXES`); hidden entries are
+  skipped, and the shards a ``*.safetensors.index.json`` lists become one item, the index.
+- any other path -- one item, whatever its name (the loaders recognise formats by their first bytes).
+
+Paths become absolute (so Dask workers with another working folder find them), duplicates are dropped and
+the order is stable. The row key is the item's content hash plus a hash of everything that changes its report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+from .._version import __version__
+from ..errors import UsageError
+from .records import AuditItem
+
+CHECKPOINT_SUFFIXES = (
+    ".safetensors", ".safetensors.index.json", ".pt", ".pth", ".pth.tar", ".bin", ".ckpt", ".onnx",
+)
+MANIFEST_SUFFIXES = (".txt", ".lst", ".list", ".manifest")
+WILDCARDS = set("*?[")
+CHUNK = 1 << 20
+
+
+def is_checkpoint_name(name: str) -> bool:
+    lower = name.lower()
+    return any(lower.endswith(s) for s in CHECKPOINT_SUFFIXES)
+
+
+def _is_manifest(arg: str) -> bool:
+    return arg.startswith("@") or (arg.lower().endswith(MANIFEST_SUFFIXES) and not Path(arg).is_dir())
+
+
+def expand_timm(pattern: str) -> list[str]:
+    """Model names for ``timm:PATTERN`` (a usage error when nothing matches)."""
+    import timm
+
+    names = list(timm.list_models(pattern))
+    if not names:
+        if WILDCARDS & set(pattern):
+            raise UsageError(f"timm:{pattern}: no timm model matches", hint="see timm.list_models()")
+        raise UsageError(f"timm:{pattern}: not a timm model name", hint="wildcards work: timm:resnet*")
+    return names
+
+
+def _shards(index: Path) -> set[Path]:
+    try:
+        weight_map = json.loads(index.read_text()).get("weight_map", {})
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {(index.parent / name).absolute() for name in set(weight_map.values()) if isinstance(name, str)}
+
+
+def walk_folder(folder: Path) -> list[Path]:
+    """Checkpoint files under ``folder``, sorted; shards listed by an index are replaced by the index."""
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(root) / f for f in sorted(files) if not f.startswith(".") and is_checkpoint_name(f))
+    found = [p.absolute() for p in found]
+    shards: set[Path] = set()
+    for path in found:
+        if path.name.endswith(".index.json"):
+            shards |= _shards(path)
+    return [p for p in found if p not in shards]
+
+
+def _manifest_lines(path: Path) -> Iterator[str]:
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"manifest {path}: cannot read ({exc})") from exc
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or line.startswith("timm:"):
+            if line and not line.startswith("#"):
+                yield line
+            continue
+        at, target = ("@", line[1:]) if line.startswith("@") else ("", line)
+        yield at + (target if os.path.isabs(target) else str(path.parent / target))
+
+
+def _expand_one(arg: str, seen_manifests: set[Path], from_manifest: bool) -> Iterator[AuditItem]:
+    if arg.startswith("timm:"):
+        for name in expand_timm(arg[len("timm:"):]):
+            yield AuditItem(f"timm:{name}", "timm", arg)
+        return
+    if _is_manifest(arg):
+        path = Path(arg[1:] if arg.startswith("@") else arg).absolute()
+        if not path.is_file():
+            raise UsageError(f"manifest {path}: no such file")
+        if path in seen_manifests:
+            return
+        seen_manifests.add(path)
+        for line in _manifest_lines(path):
+            yield from _expand_one(line, seen_manifests, True)
+        return
+    path = Path(arg)
+    if path.is_dir():
+        for file in walk_folder(path):
+            yield AuditItem(str(file), "file", arg)
+    elif path.exists() or from_manifest:
+        # a manifest may name a missing file: that item becomes an error row, not the end of the batch
+        yield AuditItem(str(path.absolute()), "file", arg)
+    else:
+        raise UsageError(f"{arg}: no such file or folder")
+
+
+def expand_sources(args: Iterable[str]) -> list[AuditItem]:
+    """Every item the arguments name, in order, each once. Raises :class:`UsageError` before any work."""
+    items: dict[str, AuditItem] = {}
+    seen_manifests: set[Path] = set()
+    for arg in args:
+        for item in _expand_one(arg, seen_manifests, False):
+            items.setdefault(item.source, item)
+    return list(items.values())
+
+
+def _hash_files(paths: Iterable[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        with path.open("rb") as handle:
+            while chunk := handle.read(CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def content_hash(item: AuditItem) -> str:
+    """sha256 of the item's bytes (an index with its shards); ``timm:NAME`` hashes the name and timm version.
+
+    A file that cannot be read gets a hash of its path, so that it still has a key (its row is an error).
+    """
+    if item.kind == "timm":
+        import timm
+
+        return hashlib.sha256(f"{item.source}@timm-{timm.__version__}".encode()).hexdigest()
+    path = Path(item.source)
+    try:
+        files = [path]
+        if path.name.endswith(".index.json"):
+            files += sorted(p for p in _shards(path) if p.is_file())
+        return _hash_files(files)
+    except OSError:
+        return "unreadable-" + hashlib.sha256(item.source.encode()).hexdigest()
+
+
+def settings_hash(settings: Mapping[str, Any], **options: Any) -> str:
+    """A short, canonical hash of the report's settings dict plus the options that change a report."""
+    payload = {"settings": settings, "options": options, "tool": __version__}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def row_key(content: str, settings_digest: str) -> str:
+    return f"{content}:{settings_digest}"

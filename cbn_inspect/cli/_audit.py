@@ -1,0 +1,127 @@
+"""``cbn-inspect audit SOURCE...``: many checkpoints, in parallel or on Dask, into one table and one JSONL file.
+
+A thin layer over :func:`cbn_inspect.batch.run_audit`: the analysis options are the report command's,
+validated by the same :func:`build_settings`; progress and per-item failures go to stderr, the summary table
+to stdout. See docs/audit.md.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+
+from ..errors import SOME_ITEMS_FAILED_EXIT, UsageError
+from ._app import Metric, Precision, Rule, app, guarded, stderr
+from ._report import build_settings
+
+EPILOG = f"""
+**Sources**: checkpoint files; folders (searched recursively for .safetensors, .pt, .pth, .bin, .ckpt, .onnx
+and sharded-safetensors indexes); `timm:PATTERN` (`timm:resnet*`); manifests (`@FILE`, or a .txt/.lst file:
+one source per line).
+
+**Examples**
+
+* `cbn-inspect audit zoo/ --out audit.jsonl`: every checkpoint under zoo/, one JSON line each; re-run to resume.
+* `cbn-inspect audit zoo/ --out audit.jsonl --csv audit.csv --jobs 8 --timeout 600`
+* `cbn-inspect audit @models.txt --out a.jsonl --executor dask --scheduler tcp://10.0.0.5:8786`
+
+Exit codes: 0 every item ok, {SOME_ITEMS_FAILED_EXIT} some items failed (their error rows are written), 2 usage,
+70 internal error.
+"""
+
+
+class ExecutorKind(str, Enum):
+    local = "local"
+    dask = "dask"
+
+
+class _RichProgress:
+    """A progress bar with ETA on stderr; failed items are printed above it as they happen."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.bar = Progress(
+            TextColumn("audit"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False,
+        )
+        self.task = None
+
+    def start(self, total: int, reused: int) -> None:
+        if reused:
+            self.console.print(f"resuming: {reused} of {total} items already done", style="dim")
+        self.bar.start()
+        self.task = self.bar.add_task("audit", total=total - reused, failed=0)
+
+    def advance(self, row) -> None:
+        if not row.ok:
+            self.console.print(f"{row.item}: {row.error_kind}: {row.error_message}", markup=False,
+                               highlight=False, style="red")
+            self.bar.tasks[0].fields["failed"] += 1
+        self.bar.advance(self.task)
+
+    def stop(self) -> None:
+        self.bar.stop()
+
+
+@app.command("audit", epilog=EPILOG)
+@guarded
+def audit_command(
+    sources: Annotated[list[str], typer.Argument(help="Files, folders, timm:PATTERN, @manifest files.", show_default=False)],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE.jsonl", help="One JSON line per item, written as each finishes; re-running with the same file resumes.")] = None,
+    csv_out: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE", help="A CSV of the summary columns, for spreadsheets.")] = None,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Worker processes (default: the machine's cores).")] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="SECONDS", help="Per-item time limit; the worker is killed and the item becomes an error row.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Recompute items the --out file already holds.")] = False,
+    executor: Annotated[ExecutorKind, typer.Option("--executor", help="local worker processes, or an existing Dask cluster.")] = ExecutorKind.local,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (with --executor dask).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no table: only errors on stderr and the exit code.")] = False,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads per worker (default: cores / jobs).")] = None,
+    spectra: Annotated[bool, typer.Option("--spectra", help="Include every layer's per-frequency singular values in each row.")] = False,
+    layers: Annotated[Optional[str], typer.Option("--layers", metavar="REGEX", help="Analyse only layers whose name matches REGEX.")] = None,
+    grid: Annotated[Optional[str], typer.Option("--grid", metavar="N|HxW", help="Input grid of layers whose grid the checkpoint does not declare (default 32 per axis).")] = None,
+    tolerance: Annotated[Rule, typer.Option("--tolerance", help="Rule that decides which singular values are kept.")] = Rule.relative,
+    tol_value: Annotated[Optional[float], typer.Option("--tol-value", help="Parameter of the rule: relative 0.1, absolute 0.1, energy 0.99.")] = None,
+    degree: Annotated[Metric, typer.Option("--degree", help="How frequency degree combines axes: l1 (sum) or linf (max).")] = Metric.l1,
+    precision: Annotated[Precision, typer.Option("--precision", help="Arithmetic of the SVDs.")] = Precision.float32,
+    fold_bn: Annotated[bool, typer.Option("--fold-bn/--no-fold-bn", help="Fold a BatchNorm that follows a conv into it.")] = True,
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Allow pickles that need more than tensors, in every item. Runs code from the files.")] = False,
+    key: Annotated[Optional[str], typer.Option("--key", help="Entry of each checkpoint dict holding the weights.")] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, or cuda where a GPU is present.")] = "cpu",
+    min_gap: Annotated[float, typer.Option("--min-gap", help="Smallest kept / largest discarded value needed inside a bottleneck.")] = 10.0,
+    max_utilisation: Annotated[float, typer.Option("--max-utilisation", help="Largest share of capacity a bottleneck layer may use.")] = 0.5,
+) -> None:
+    """Audit many checkpoints: one row each (JSONL/CSV), a summary table, resumable, local or on Dask."""
+    from ..batch import AuditSummary, expand_sources, run_audit, write_csv
+
+    settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, spectra,
+                              device, min_gap, max_utilisation)
+    items = expand_sources(sources)
+    if not items:
+        raise UsageError("no checkpoints found in the sources given",
+                         hint="folders are searched for .safetensors, .pt, .pth, .bin, .ckpt, .onnx")
+    progress = None if quiet else _RichProgress(stderr)
+    try:
+        result = run_audit(settings=settings, items=items, out=out, force=force, executor=executor.value,
+                           jobs=jobs, threads=threads, timeout=timeout, scheduler=scheduler,
+                           trust_pickle=trust_pickle, key=key, progress=progress)
+    finally:
+        if progress is not None:
+            progress.stop()
+    if quiet:
+        for row in result.failed:
+            stderr.print(f"{row.item}: {row.error_kind}: {row.error_message}", markup=False, highlight=False)
+    if csv_out is not None:
+        write_csv(csv_out, result.rows)
+    if not quiet:
+        Console(highlight=False).print(AuditSummary(result.rows, reused=result.reused, seconds=result.seconds))
+        if result.repaired_lines:
+            stderr.print(f"{out}: {result.repaired_lines} line(s) dropped on resume (partial, invalid or "
+                         "recomputed)", style="dim")
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
