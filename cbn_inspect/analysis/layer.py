@@ -51,7 +51,9 @@ def analyze_layer(layer: ConvLayer, weight: torch.Tensor, settings: Settings) ->
     if settings.threads is not None:
         configure_threads(settings.threads)
     notes = list(layer.notes)
-    compute = torch.float64 if settings.precision == "float64" else torch.float32
+    # BatchNorm fold, dilation, wrapping and polyphase in float64 whatever the precision: exact for float32
+    # weights, cheap (one layer at a time), and it keeps float32 rounding out of wrapped small-grid kernels.
+    compute = torch.float64
     weight = weight.detach().to(dtype=compute if weight.is_floating_point() else torch.float32)
     if not bool(torch.isfinite(weight).all()):
         bad = int((~torch.isfinite(weight)).sum())
