@@ -256,6 +256,7 @@ class Settings:
     keep_spectra: bool = False
     device: str = "cpu"
     memory_budget_mb: int = 256
+    threads: int | None = None  # analysis worker threads; None = the cores available (does not change results)
 
 
 @dataclass(frozen=True)

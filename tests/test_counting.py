@@ -89,3 +89,17 @@ def test_gap_rule_without_a_real_gap_keeps_everything():
     spec = spectrum_from((4,), lambda f: [3.0, 2.0, 1.0])
     metrics = count_modes(spec, ToleranceRule("gap", 10.0))
     assert metrics.mode_count == metrics.capacity == 12
+
+
+def test_profile_equals_sampling_the_repeated_sorted_values():
+    from cbn_inspect.analysis.counting import PROFILE_POINTS, _profile
+
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        n = int(rng.integers(1, 40))
+        values = rng.random(n).round(2)
+        weights = rng.integers(1, 3, n).astype(np.float64)
+        ordered = np.sort(np.repeat(values, weights.astype(int)))[::-1]
+        picks = np.linspace(0, len(ordered) - 1, PROFILE_POINTS).round().astype(int)
+        assert _profile(values, weights) == tuple(float(ordered[i]) for i in picks)
+    assert _profile(np.zeros(0), np.zeros(0)) == ()

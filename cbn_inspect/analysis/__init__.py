@@ -1,5 +1,6 @@
 """Pure analysis: tensors and records in, records out. Nothing here opens files, prints or logs."""
 
+from ._threads import available_cores, configure_threads
 from .bottleneck import locate_bottleneck
 from .counting import DEGREE_METRICS, TOLERANCE_RULES, count_modes, frequency_degrees
 from .geometry import KernelPlan, plan_kernel
@@ -7,7 +8,7 @@ from .layer import analyze_layer, fold_batchnorm, resolve_grid
 from .spectrum import compute_spectrum, representative_frequencies
 
 __all__ = [
-    "DEGREE_METRICS", "TOLERANCE_RULES", "KernelPlan", "analyze_layer", "compute_spectrum", "count_modes",
-    "fold_batchnorm", "frequency_degrees", "locate_bottleneck", "plan_kernel", "representative_frequencies",
-    "resolve_grid",
+    "DEGREE_METRICS", "TOLERANCE_RULES", "KernelPlan", "analyze_layer", "available_cores", "compute_spectrum",
+    "configure_threads", "count_modes", "fold_batchnorm", "frequency_degrees", "locate_bottleneck", "plan_kernel",
+    "representative_frequencies", "resolve_grid",
 ]

@@ -105,9 +105,7 @@ def count_modes(spectrum: Spectrum, rule: ToleranceRule) -> LayerMetrics:
     else:
         stable_rank = effective_rank = 0.0
 
-    ordered = np.sort(np.repeat(flat, weights.astype(np.int64)))[::-1]
-    picks = np.linspace(0, len(ordered) - 1, PROFILE_POINTS).round().astype(int) if len(ordered) else []
-    profile = tuple(float(ordered[i]) for i in picks)
+    profile = _profile(flat, weights)
     kept_freqs = tuple(
         (tuple(int(x) for x in spectrum.frequencies[i]), int(kept_rows[i])) for i in np.flatnonzero(kept_rows)
     )
@@ -128,6 +126,18 @@ def count_modes(spectrum: Spectrum, rule: ToleranceRule) -> LayerMetrics:
         grid=tuple(spectrum.grid),
         profile=profile,
     )
+
+
+def _profile(values: np.ndarray, weights: np.ndarray) -> tuple[float, ...]:
+    """Every singular value of the full grid (value repeated by its weight) sorted descending, sampled at
+    PROFILE_POINTS evenly spaced ranks; without materialising the repeated array."""
+    total = int(weights.sum())
+    if total == 0:
+        return ()
+    order = np.argsort(values)[::-1]
+    ends = np.cumsum(weights[order].astype(np.int64))  # rank r (0-based) lies in the first block with end > r
+    ranks = np.linspace(0, total - 1, PROFILE_POINTS).round().astype(np.int64)
+    return tuple(float(values[order[i]]) for i in np.searchsorted(ends, ranks, side="right"))
 
 
 def _nonzero_ints(counts: dict[int, float]) -> dict[int, int]:

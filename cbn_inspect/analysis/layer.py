@@ -10,6 +10,7 @@ import dataclasses
 import torch
 
 from ..records import BatchNormParams, ConvLayer, LayerReport, Settings
+from ._threads import configure_threads
 from .counting import count_modes
 from .geometry import plan_kernel
 from .spectrum import compute_spectrum
@@ -47,8 +48,12 @@ def fold_batchnorm(weight: torch.Tensor, bn: BatchNormParams, *, transposed: boo
 def analyze_layer(layer: ConvLayer, weight: torch.Tensor, settings: Settings) -> LayerReport:
     """Spectrum and metrics of one layer whose grid is resolved (see :func:`resolve_grid`)."""
     assert layer.grid is not None, "resolve_grid first"
+    if settings.threads is not None:
+        configure_threads(settings.threads)
     notes = list(layer.notes)
-    compute = torch.float64 if settings.precision == "float64" else torch.float32
+    # BatchNorm fold, dilation, wrapping and polyphase in float64 whatever the precision: exact for float32
+    # weights, cheap (one layer at a time), and it keeps float32 rounding out of wrapped small-grid kernels.
+    compute = torch.float64
     weight = weight.detach().to(dtype=compute if weight.is_floating_point() else torch.float32)
     if not bool(torch.isfinite(weight).all()):
         bad = int((~torch.isfinite(weight)).sum())

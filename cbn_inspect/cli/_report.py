@@ -43,6 +43,7 @@ def build_settings(
     device: str,
     min_gap: float,
     max_utilisation: float,
+    threads: int | None = None,
 ) -> Settings:
     """Validate the CLI's options before any work starts, and turn them into :class:`Settings`."""
     parsed_grid = None
@@ -72,6 +73,7 @@ def build_settings(
         device=device,
         min_gap=min_gap,
         max_utilisation=max_utilisation,
+        threads=threads,
     )
 
 
@@ -90,18 +92,14 @@ def report_command(
     fold_bn: Annotated[bool, typer.Option("--fold-bn/--no-fold-bn", help="Fold a BatchNorm that follows a conv into it.")] = True,
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Allow pickles that need more than tensors. Runs code from the file: only for files you trust.")] = False,
     key: Annotated[Optional[str], typer.Option("--key", help="Entry of a checkpoint dict holding the weights, e.g. state_dict_ema.")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for the linear algebra (default: all cores).")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for the analysis (default: the cores available); each runs single-threaded kernels.")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, or cuda where a GPU is present.")] = "cpu",
     min_gap: Annotated[float, typer.Option("--min-gap", help="Smallest kept / largest discarded value needed inside a bottleneck.")] = 10.0,
     max_utilisation: Annotated[float, typer.Option("--max-utilisation", help="Largest share of capacity a bottleneck layer may use.")] = 0.5,
 ) -> None:
     """Analyse one checkpoint: per-frequency spectra of every conv layer and the bottleneck they form."""
     settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, spectra,
-                              device, min_gap, max_utilisation)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+                              device, min_gap, max_utilisation, threads=threads)
     report = inspect_source(source, settings, trust_pickle=trust_pickle, key=key)
     if json_out == "-":
         sys.stdout.write(to_json(report) + "\n")

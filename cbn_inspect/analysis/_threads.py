@@ -1,0 +1,95 @@
+"""One place that decides how many CPU threads the analysis uses, and runs its batches on them.
+
+The per-frequency eigen/SVD calls are many small LAPACK problems; LAPACK's own threading barely helps
+them, and two thread pools (ours and the BLAS library's) on the same cores slow each other down badly. So
+the analysis runs ``n`` Python worker threads, each calling *single-threaded* torch / BLAS kernels (they
+release the GIL), and sets every library it can reach to one thread. :func:`configure_threads` does that
+once per process; a batch worker of the audit (several processes side by side) calls it with its own share
+of the cores, e.g. ``configure_threads(cores // workers)``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, TypeVar
+
+import torch
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_LOCK = threading.Lock()
+_STATE: dict[str, object] = {"threads": None, "pool": None, "openblas": False}
+_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def available_cores() -> int:
+    """Cores this process may run on (the affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _limit_openblas() -> bool:
+    """Set numpy's OpenBLAS to one thread where threadpoolctl is installed; True when that worked."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return False
+    try:
+        threadpool_limits(limits=1, user_api="blas")
+        from threadpoolctl import threadpool_info
+
+        return all(info.get("num_threads") == 1 for info in threadpool_info() if info.get("internal_api") == "openblas")
+    except Exception:  # threadpoolctl inspects shared libraries; never let that break an analysis
+        return False
+
+
+def configure_threads(n: int | None = None) -> int:
+    """Use ``n`` worker threads for the analysis (default: the cores available) and return ``n``.
+
+    Sets torch (and MKL/OpenMP through it) to one thread per kernel call, the ``*_NUM_THREADS`` variables
+    to 1 for libraries loaded later and for child processes, and numpy's OpenBLAS to one thread where
+    possible. Call it once per process; calling it again with another ``n`` replaces the worker pool.
+    """
+    n = available_cores() if n is None else int(n)
+    if n < 1:
+        raise ValueError(f"threads must be >= 1, got {n}")
+    with _LOCK:
+        if _STATE["threads"] == n:
+            return n
+        for name in _ENV:
+            os.environ[name] = "1"
+        torch.set_num_threads(1)
+        _STATE["openblas"] = _limit_openblas()
+        old = _STATE["pool"]
+        _STATE["pool"] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="cbn-analysis") if n > 1 else None
+        _STATE["threads"] = n
+    if old is not None:
+        old.shutdown(wait=True)
+    return n
+
+
+def analysis_threads() -> int:
+    """The configured number of workers; configures the default (all cores) on first use."""
+    threads = _STATE["threads"]
+    return configure_threads() if threads is None else int(threads)
+
+
+def openblas_single_threaded() -> bool:
+    """Whether numpy's LAPACK may be called from several workers at once without oversubscription."""
+    analysis_threads()
+    return bool(_STATE["openblas"])
+
+
+def parallel_map(func: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """``[func(x) for x in items]`` on the analysis workers, results in order."""
+    items = list(items)
+    analysis_threads()
+    pool = _STATE["pool"]
+    if pool is None or len(items) < 2:
+        return [func(x) for x in items]
+    return list(pool.map(func, items))  # type: ignore[union-attr]
