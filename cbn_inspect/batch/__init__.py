@@ -18,10 +18,10 @@ from .records import AuditItem, AuditRow, AuditTask
 from .sources import content_hash, expand_sources
 from .store import ResultStore, read_rows
 from .summary import AuditSummary, flatten_row, write_csv
-from .worker import configure_threads, run_task
+from .worker import run_task
 
 __all__ = [
     "AuditItem", "AuditResult", "AuditRow", "AuditSummary", "AuditTask", "DaskExecutor", "LocalExecutor",
-    "ProgressSink", "ResultStore", "configure_threads", "content_hash", "default_jobs", "expand_sources",
+    "ProgressSink", "ResultStore", "content_hash", "default_jobs", "expand_sources",
     "flatten_row", "plan_tasks", "read_rows", "run_audit", "run_task", "write_csv",
 ]

@@ -66,7 +66,8 @@ def _worker_main(conn: Connection, threads: int | None, trace: str | None) -> No
         os.environ[TRACE_ENV] = trace
     from .. import inspect  # noqa: F401  (imports torch: once per worker, before saying ready)
 
-    configure_threads(threads)
+    if threads:
+        configure_threads(threads)
     conn.send(("ready", os.getpid()))
     while True:
         try:

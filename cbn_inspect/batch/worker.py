@@ -13,20 +13,12 @@ from __future__ import annotations
 import os
 import time
 
+from ..analysis import configure_threads
 from ..errors import CbnError, INTERNAL_ERROR_EXIT
 from ..report.json_report import settings_to_dict
 from .records import AuditRow, AuditTask
 
 TRACE_ENV = "CBN_INSPECT_AUDIT_TRACE"
-
-
-def configure_threads(threads: int | None) -> None:
-    """Set the CPU threads one worker's linear algebra may use (the one place the batch layer does this)."""
-    if threads:
-        import torch
-
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
 
 
 def _trace(item: str) -> None:
@@ -62,7 +54,8 @@ def run_task(task: AuditTask) -> AuditRow:
     from ..report.json_report import report_to_dict
 
     started = time.perf_counter()
-    configure_threads(task.threads)
+    if task.threads:
+        configure_threads(task.threads)
     try:
         report = inspect_source(task.item.source, task.settings, trust_pickle=task.trust_pickle,
                                 key=task.checkpoint_key)
