@@ -55,7 +55,7 @@ SMALL = [
     ("densenet121", dict(growth_rate=8, block_config=(2, 2, 2, 2))),
     ("vgg11", dict(mlp_ratio=0.0625)),
     ("ghostnet_050", {}),
-    ("resnetv2_50x1_bit", dict(channels=(128, 128, 128, 128))),  # StdConv2d
+    ("resnetv2_50x1_bit", dict(channels=(256, 256, 256, 256))),  # StdConv2d
     ("nf_resnet26", dict(channels=(32, 64, 128, 256))),  # ScaledStdConv2d
     ("mixnet_s", {}),  # MixedConv2d
     ("efficientnet_cc_b0_4e", {}),  # CondConv2d

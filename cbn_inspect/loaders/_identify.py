@@ -12,7 +12,9 @@ Honest and fast rather than exhaustive:
 3. A match is **confident** when every key and every shape agree (BatchNorm ``num_batches_tracked``
    counters aside). Where several architectures match, their traced geometry is compared; if it is the
    same the first (in hint order, then by name) is used, and the others are named; if it differs there is
-   no confident match and the tool falls back to the default grid, naming the candidates.
+   no confident match, unless exactly one of them has published timm weights (the likeliest origin of a
+   checkpoint): that one is used and the report names the others and says why. Otherwise the tool falls
+   back to the default grid, naming the candidates.
 """
 
 from __future__ import annotations
@@ -145,11 +147,26 @@ def identify(shapes: Mapping[str, tuple[int, ...]], hints: Iterable[str] = ()) -
     if not matches:
         return Identification(None, f"no exact key/shape match among {checked} timm architectures with these "
                                     "first-conv and classifier names")
-    if len(matches) > 1 and not _same_geometry(matches[:5], shapes):
-        return Identification(None, f"keys and shapes match several timm architectures with different "
-                                    f"geometry ({', '.join(matches[:5])}): pass --arch")
     reason = f"every key and shape matches timm:{matches[0]} (checked {checked} candidate architectures)"
+    if len(matches) > 1 and not _same_geometry(matches[:5], shapes):
+        published = _with_published_weights(matches)
+        if len(published) != 1:
+            return Identification(None, f"keys and shapes match several timm architectures with different "
+                                        f"geometry ({', '.join(matches[:5])}): pass --arch")
+        others = [m for m in matches if m != published[0]]
+        reason = (f"every key and shape matches timm:{published[0]}, the only match with published timm weights "
+                  f"(checked {checked} candidates; {', '.join(others[:3])} match too but differ in geometry "
+                  "and have none: pass --arch to choose one)")
+        return Identification(published[0], reason, ())
     return Identification(matches[0], reason, tuple(matches[1:]))
+
+
+def _with_published_weights(names: list[str]) -> list[str]:
+    """The names among ``names`` for which timm lists pretrained weights (a checkpoint's likeliest origin)."""
+    import timm
+
+    published = {n.split(".", 1)[0] for n in timm.list_models(pretrained=True)}
+    return [n for n in names if n in published]
 
 
 def _same_geometry(names: list[str], shapes: Mapping[str, tuple[int, ...]]) -> bool:
