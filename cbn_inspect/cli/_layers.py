@@ -64,7 +64,7 @@ def _table(loaded: LoadedModel, width: int = 80) -> Table:
             grid += f" ({layer.grid_source})"
         rows.append((str(layer.order), layer.name, layer.kind.replace("conv_transpose", "convT"),
                      _axes(layer.shape), str(layer.groups),
-                     _axes(layer.stride) + ("" if layer.geometry_source != "assumed" else "?"), grid,
+                     _axes(layer.stride or (1,) * layer.ndim) + ("" if layer.geometry_source != "assumed" else "?"), grid,
                      layer.dtype + ("*" if layer.notes else "")))
     columns = ("#", "layer", "kind", "shape", "groups", "stride", "grid", "dtype")
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]

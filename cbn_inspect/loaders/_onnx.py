@@ -67,8 +67,8 @@ def _walk(graph: Any, scope: dict[str, Any], path: str) -> Iterator[tuple[Any, d
                 yield from _walk(sub, scope, label)
 
 
-def _shapes(model: Any) -> dict[str, tuple[int, ...]]:
-    """Static shapes of every value ONNX shape inference could determine (all graphs)."""
+def _shapes(model: Any) -> dict[str, tuple[int | None, ...]]:
+    """Shapes of every value ONNX shape inference could determine (all graphs); None for a symbolic axis."""
     onnx = _import_onnx()
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
@@ -79,8 +79,8 @@ def _shapes(model: Any) -> dict[str, tuple[int, ...]]:
     def visit(graph):
         for value in list(graph.input) + list(graph.value_info) + list(graph.output):
             dims = value.type.tensor_type.shape.dim
-            if value.type.HasField("tensor_type") and dims and all(d.HasField("dim_value") for d in dims):
-                out[value.name] = tuple(int(d.dim_value) for d in dims)
+            if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+                out[value.name] = tuple(int(d.dim_value) if d.HasField("dim_value") else None for d in dims)
         for node in graph.node:
             for attr in node.attribute:
                 for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
@@ -140,7 +140,7 @@ def read_onnx(path: Path, *, fold_batchnorm: bool) -> LoadedModel:
         elif any(pads):
             notes.append(f"pads {pads}")
         grid = shapes.get(node.input[0])
-        grid = tuple(grid[2:]) if grid and len(grid) == d + 2 else None
+        grid = tuple(grid[2:]) if grid and len(grid) == d + 2 and None not in grid[2:] else None
         missing_grid += grid is None
         layers.append(ConvLayer(
             name=name, shape=dims, dtype=_dtype(proto.data_type), weight=OnnxWeight(proto), order=len(layers),
@@ -153,7 +153,7 @@ def read_onnx(path: Path, *, fold_batchnorm: bool) -> LoadedModel:
     notes = ["an ONNX graph: geometry from node attributes, order from the graph"]
     if missing_grid:
         notes.append(f"{missing_grid} layer(s) without an inferred input shape (the model does not declare "
-                     "static input shapes): default grid")
+                     "static spatial input shapes): default grid")
     info = SourceInfo(path=str(path), format="onnx", metadata=metadata, notes=tuple(notes))
     return LoadedModel(source=info, layers=tuple(layers), skipped=tuple(skipped), order_source="metadata")
 
