@@ -49,11 +49,11 @@ SMALL = [
     ("resnet18", dict(channels=(16, 32, 64, 128))),
     ("resnext50_32x4d", dict(layers=(1, 1, 1, 1), channels=(16, 32, 64, 128), cardinality=4)),
     ("regnetx_002", {}),
-    ("convnext_atto", {}),
+    ("convnext_atto", dict(dims=(16, 32, 64, 128))),
     ("efficientnet_b0", {}),
     ("mobilenetv3_small_050", {}),
     ("densenet121", dict(growth_rate=8, block_config=(2, 2, 2, 2))),
-    ("vgg11", dict(mlp_ratio=0.0625)),
+    ("vgg11", dict(mlp_ratio=1 / 64)),
     ("ghostnet_050", {}),
     ("resnetv2_50x1_bit", dict(channels=(256, 256, 256, 256))),  # StdConv2d
     ("nf_resnet26", dict(channels=(32, 64, 128, 256))),  # ScaledStdConv2d

@@ -9,6 +9,7 @@ The input size is the model's ``pretrained_cfg['input_size']`` unless the caller
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Mapping
 
 from ..errors import UnreadableInputError, UsageError
 from ..records import LoadedModel, SourceInfo
-from ._trace import ConvSpec, bind_specs, module_tensors, trace_convs
+from ._trace import ConvSpec, bind_specs, trace_convs
 
 PREFIX = "timm:"
 
@@ -90,14 +91,48 @@ def load_timm(name: str, *, size: tuple[int, ...] | None, fold_batchnorm: bool,
     kwargs = dict(model_kwargs or {})
     notes: list[str] = []
     specs, _ = trace_arch(name, size, notes, f" {kwargs}" if kwargs else "", **kwargs)
-    import torch
-
-    torch.manual_seed(0)
-    model = create(name, meta=False, **kwargs)
+    holder = _RandomModel(name, tuple(sorted(kwargs.items())))
     notes.append("weights are timm's random initialisation (seed 0): nothing was downloaded")
-    layers = bind_specs(specs, module_tensors(model), fold_batchnorm=fold_batchnorm)
+    tensors = {key: _ModelTensor(holder, key) for key in _state_keys(specs)}
+    layers = bind_specs(specs, tensors, fold_batchnorm=fold_batchnorm)
     info = SourceInfo(path=f"{PREFIX}{name}", format="timm", notes=tuple(notes))
     return LoadedModel(source=info, layers=tuple(layers), order_source="trace")
+
+
+class _RandomModel:
+    """The randomly initialised model, built on first use (a listing never builds it)."""
+
+    def __init__(self, name: str, kwargs: tuple) -> None:
+        self.name, self.kwargs, self.tensors = name, kwargs, None
+
+    def get(self, key: str) -> Any:
+        if self.tensors is None:
+            import torch
+
+            torch.manual_seed(0)
+            model = create(self.name, meta=False, **dict(self.kwargs))
+            self.tensors = {k: v.detach() for k, v in model.state_dict().items()}
+        return self.tensors.get(key)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ModelTensor:
+    holder: _RandomModel = dataclasses.field(compare=False)
+    key: str
+
+    def load(self) -> Any:
+        return self.holder.get(self.key)
+
+
+def _state_keys(specs: list[ConvSpec]) -> set[str]:
+    keys = set()
+    for spec in specs:
+        keys.add(spec.weight_key)
+        if spec.gain_key:
+            keys.add(spec.gain_key)
+        if spec.batchnorm:
+            keys.update({f"{spec.batchnorm[0]}.weight", f"{spec.batchnorm[0]}.running_var"})
+    return keys
 
 
 def _names(value: Any) -> list[str]:
@@ -189,8 +224,6 @@ def read_config(folder: Path) -> tuple[str, dict[str, Any], tuple[int, ...] | No
 
 
 def _with_notes(info: SourceInfo, notes: list[str]) -> SourceInfo:
-    import dataclasses
-
     return dataclasses.replace(info, notes=tuple(notes))
 
 
