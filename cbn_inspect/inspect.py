@@ -84,8 +84,14 @@ def inspect_source(
     *,
     trust_pickle: bool = False,
     key: str | None = None,
+    arch: str | None = None,
+    input_size: str | tuple[int, ...] | None = None,
 ) -> ModelReport:
-    """Load ``source`` and analyse it: the whole job of ``cbn-inspect SOURCE``, as a library call."""
+    """Load ``source`` and analyse it: the whole job of ``cbn-inspect SOURCE``, as a library call.
+
+    ``arch`` (``timm:NAME``) and ``input_size`` (``N``, ``HxW``, ``CxHxW``) are passed to :func:`load`.
+    """
     settings = settings or Settings()
-    loaded = load(source, trust_pickle=trust_pickle, key=key, fold_batchnorm=settings.fold_batchnorm)
+    loaded = load(source, trust_pickle=trust_pickle, key=key, fold_batchnorm=settings.fold_batchnorm,
+                  arch=arch, input_size=input_size)
     return analyze_model(loaded, settings)

@@ -60,6 +60,12 @@ def cli() -> Cli:
     return Cli()
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """A private cache directory, so that no test reads or writes the user's cache."""
+    monkeypatch.setenv("CBN_INSPECT_CACHE", str(tmp_path_factory.getbasetemp() / "cbn-cache"))
+
+
 def pytest_addoption(parser):
     parser.addoption("--overwrite-golden", action="store_true", help="Rewrite tests/golden/* from current output.")
 

@@ -16,6 +16,9 @@ from ..records import Settings, ToleranceRule
 from ..report import TerminalReport, to_json
 from ._app import Metric, Precision, Rule, app, guarded, stderr
 
+ArchOption = Annotated[Optional[str], typer.Option("--arch", metavar="timm:NAME", help="Analyse the file's weights in this timm architecture (grids, strides and order traced; pretrained=False, nothing downloaded).")]
+InputSizeOption = Annotated[Optional[str], typer.Option("--input-size", metavar="N|HxW|CxHxW", help="Input size for the trace (default: the model's pretrained_cfg; needed for whole modules and TorchScript).")]
+
 DEFAULT_TOLERANCE = {"relative": 0.1, "absolute": 0.1, "gap": 10.0, "energy": 0.99}
 
 EPILOG = """
@@ -25,6 +28,8 @@ EPILOG = """
 * `cbn-inspect model.pt --grid 32 --json report.json`: every layer on a 32x32 grid, JSON to a file too.
 * `cbn-inspect model.safetensors --json - | jq .bottleneck`: JSON only, on stdout.
 * `cbn-inspect model.safetensors --tolerance gap --layers 'layer[2-3]'`: largest-gap rule, some layers.
+* `cbn-inspect timm:resnet50`: a timm architecture (random weights), grids traced at its input size.
+* `cbn-inspect weights.safetensors --arch timm:resnet50 --input-size 288`: a file's weights in that architecture.
 
 Exit codes: 0 ok, 2 usage, 3 unreadable input, 4 no conv layers, 5 unsafe pickle refused, 6 analysis
 error, 70 internal error.
@@ -80,7 +85,7 @@ def build_settings(
 @app.command("report", epilog=EPILOG)
 @guarded
 def report_command(
-    source: Annotated[str, typer.Argument(help="Checkpoint file: .safetensors (or its .index.json), .pt/.pth/.bin/.ckpt.")],
+    source: Annotated[str, typer.Argument(help="Checkpoint file (.safetensors or its .index.json, .pt/.pth/.bin/.ckpt, TorchScript, .onnx), a model folder, or timm:NAME.")],
     json_out: Annotated[Optional[str], typer.Option("--json", metavar="FILE", help="Write the JSON report to FILE; `-` for stdout (then nothing else goes there).")] = None,
     spectra: Annotated[bool, typer.Option("--spectra", help="Include every layer's per-frequency singular values in the JSON.")] = False,
     layers: Annotated[Optional[str], typer.Option("--layers", metavar="REGEX", help="Analyse only layers whose name matches REGEX.")] = None,
@@ -92,6 +97,8 @@ def report_command(
     fold_bn: Annotated[bool, typer.Option("--fold-bn/--no-fold-bn", help="Fold a BatchNorm that follows a conv into it.")] = True,
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Allow pickles that need more than tensors. Runs code from the file: only for files you trust.")] = False,
     key: Annotated[Optional[str], typer.Option("--key", help="Entry of a checkpoint dict holding the weights, e.g. state_dict_ema.")] = None,
+    arch: ArchOption = None,
+    input_size: InputSizeOption = None,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for the analysis (default: the cores available); each runs single-threaded kernels.")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, or cuda where a GPU is present.")] = "cpu",
     min_gap: Annotated[float, typer.Option("--min-gap", help="Smallest kept / largest discarded value needed inside a bottleneck.")] = 10.0,
@@ -100,7 +107,8 @@ def report_command(
     """Analyse one checkpoint: per-frequency spectra of every conv layer and the bottleneck they form."""
     settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, spectra,
                               device, min_gap, max_utilisation, threads=threads)
-    report = inspect_source(source, settings, trust_pickle=trust_pickle, key=key)
+    report = inspect_source(source, settings, trust_pickle=trust_pickle, key=key, arch=arch,
+                            input_size=input_size)
     if json_out == "-":
         sys.stdout.write(to_json(report) + "\n")
         return

@@ -117,21 +117,32 @@ def _strip(name: str) -> str:
     return name
 
 
-def read_torch_file(path: Path, *, trust: bool = False, key: str | None = None):
-    import torch
-
+def read_torch_object(path: Path, *, trust: bool = False, key: str | None = None):
+    """The checkpoint's object holding the model (a state dict, or an ``nn.Module`` when trusted), notes, metadata."""
     obj = _torch_load(path, trust)
     chosen, notes = _select(obj, key)
-    tensors = {_strip(k): v for k, v in _flatten(chosen).items()}
-    entries = {
-        name: TensorEntry(name=name, shape=tuple(t.shape), dtype=str(t.dtype).replace("torch.", ""),
-                          source=InMemoryWeight(t))
-        for name, t in tensors.items()
-        if isinstance(t, torch.Tensor) and not t.is_sparse
-    }
     metadata = {}
     if isinstance(obj, Mapping):
         meta = obj.get("cbn_inspect_metadata") or obj.get("metadata")
         if isinstance(meta, Mapping):
             metadata = {str(k): str(v) for k, v in meta.items() if isinstance(v, (str, int, float))}
+    return chosen, notes, metadata
+
+
+def entries_of(chosen: Any) -> dict[str, TensorEntry]:
+    """Named tensors of a state dict (nested mappings flattened, wrapper prefixes stripped) or a module."""
+    import torch
+
+    tensors = {_strip(k): v for k, v in _flatten(chosen).items()}
+    return {
+        name: TensorEntry(name=name, shape=tuple(t.shape), dtype=str(t.dtype).replace("torch.", ""),
+                          source=InMemoryWeight(t))
+        for name, t in tensors.items()
+        if isinstance(t, torch.Tensor) and not t.is_sparse
+    }
+
+
+def read_torch_file(path: Path, *, trust: bool = False, key: str | None = None):
+    chosen, notes, metadata = read_torch_object(path, trust=trust, key=key)
+    entries = entries_of(chosen)
     return entries, SourceInfo(path=str(path), format="pytorch", metadata=metadata, notes=tuple(notes))

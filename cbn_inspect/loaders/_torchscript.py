@@ -1,0 +1,161 @@
+"""TorchScript archives, loaded with ``torch.jit.load`` (which runs no Python from the file).
+
+A TorchScript program cannot take module hooks, so its convolutions are observed one level down: the
+program runs once on a zero input under a ``TorchDispatchMode`` that sees every ``aten`` convolution the
+interpreter executes, with its input shape (the grid), stride, padding, dilation, groups and transposed
+flag, in execution order. The weight passed is matched to the program's named parameters by storage, so
+each call gets its module name; a BatchNorm whose input is exactly a conv's output is folded into it.
+Without an input size nothing runs and the layers are listed from the parameters alone (declared nothing,
+grids unknown). An explicit pad feeding a conv (reflect, replicate, constant, and torch's circular padding,
+which writes into a ``new_empty`` tensor) is seen too: the grid is the size before padding, and the mode is
+the pad's (a scripted module's own ``padding_mode`` attribute wins where present).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ..errors import UnreadableInputError
+from ..records import BatchNormParams, ConvLayer, InMemoryWeight, LoadedModel, SourceInfo
+from ._statedict import TensorEntry, build_model
+
+CONV_OPS = ("convolution", "_convolution")
+PAD_OPS = {"constant_pad_nd": "zeros", "reflection_pad1d": "reflect", "reflection_pad2d": "reflect",
+           "reflection_pad3d": "reflect", "replication_pad1d": "replicate", "replication_pad2d": "replicate",
+           "replication_pad3d": "replicate"}
+
+
+def looks_like_torchscript(names: list[str]) -> bool:
+    """A zip archive written by ``torch.jit.save``: it holds compiled code next to the pickled constants."""
+    return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
+
+
+def _jit_load(path: Path) -> Any:
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # torch raises RuntimeError and friends for a broken archive
+        text = " ".join(str(exc).split())[:160]
+        raise UnreadableInputError(f"{path}: a TorchScript archive torch.jit.load cannot read ({text})") from exc
+
+
+def _run(program: Any, shape: tuple[int, ...]) -> tuple[list[dict], list[str]]:
+    """Execute once on zeros; every aten convolution call (in order) and BatchNorm pairings by tensor identity."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    params = {t.untyped_storage().data_ptr(): n for n, t in program.state_dict().items()}
+    calls: list[dict] = []
+    outputs: dict[int, int] = {}
+    padded: dict[int, tuple[tuple[int, ...], str]] = {}  # id(padded tensor) -> (grid before padding, mode)
+    keep: list[Any] = []
+
+    class Watch(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            op = func.overloadpacket.__name__
+            if op in PAD_OPS or op == "new_empty":
+                keep.append(out)
+                mode = PAD_OPS.get(op, "circular")  # torch pads circularly into a new_empty tensor
+                padded[id(out)] = (tuple(int(v) for v in args[0].shape[2:]), mode)
+            elif op in CONV_OPS:
+                x, w = args[0], args[1]
+                stride, padding, dilation, transposed, _, groups = args[3:9]
+                grid, mode = padded.get(id(x), (tuple(int(v) for v in x.shape[2:]), "zeros"))
+                calls.append(dict(weight=params.get(w.untyped_storage().data_ptr()), shape=tuple(w.shape),
+                                  grid=grid, mode=mode, stride=tuple(stride),
+                                  dilation=tuple(dilation), transposed=bool(transposed), groups=int(groups),
+                                  dtype=str(w.dtype).replace("torch.", ""), tensor=w, bn=None))
+                keep.append(out)
+                outputs[id(out)] = len(calls) - 1
+            elif op in ("native_batch_norm", "_native_batch_norm_legit_no_training", "batch_norm",
+                        "cudnn_batch_norm", "_batch_norm_impl_index"):
+                index = outputs.get(id(args[0]))
+                if index is not None and calls[index]["bn"] is None and args[4] is not None:
+                    eps = float(args[-1])
+                    calls[index]["bn"] = (args[1], args[4], eps, params.get(args[4].untyped_storage().data_ptr()))
+            return out
+
+    notes: list[str] = []
+    try:
+        with torch.no_grad(), Watch():
+            program(torch.zeros((1, *shape)))
+    except Exception as exc:
+        text = " ".join(str(exc).split())[:200]
+        notes.append(f"running the program at input {_fmt(shape)} failed ({type(exc).__name__}: {text}): "
+                     "grids unknown")
+        return [], notes
+    return calls, notes
+
+
+def _padding_modes(program: Any) -> dict[str, str]:
+    modes = {}
+    for name, module in program.named_modules():
+        try:
+            mode = module.padding_mode
+        except (AttributeError, RuntimeError):
+            continue
+        if isinstance(mode, str):
+            modes[f"{name}.weight" if name else "weight"] = mode
+    return modes
+
+
+def read_torchscript(path: Path, *, size: tuple[int, ...] | None, fold_batchnorm: bool) -> LoadedModel:
+    program = _jit_load(path)
+    info = SourceInfo(path=str(path), format="torchscript")
+    tensors = {n: t for n, t in program.state_dict().items()}
+    shape = None
+    if size is not None:
+        first = next((t for t in tensors.values() if t.ndim in (3, 4, 5) and t.is_floating_point()), None)
+        shape = tuple(size) if first is None or len(size) == first.ndim - 1 else (first.shape[1], *size)
+        if len(shape) == 2 and first is not None and first.ndim == 4:
+            shape = (shape[0], shape[1], shape[1])
+    calls, notes = _run(program, shape) if shape else ([], [])
+    if not calls:
+        entries = {n: TensorEntry(n, tuple(t.shape), str(t.dtype).replace("torch.", ""), InMemoryWeight(t))
+                   for n, t in tensors.items()}
+        why = notes or ["a TorchScript program, not run: pass --input-size to trace grids and execution order"]
+        return build_model(entries, dataclasses.replace(info, notes=tuple(why)), fold_batchnorm=fold_batchnorm)
+    modes = _padding_modes(program)
+    layers, seen, unnamed = [], {}, 0
+    for call in calls:
+        name = call["weight"]
+        if name is None:
+            unnamed += 1
+            name = f"conv_call{len(layers)}"
+            call_notes = ("weight computed in the program (not a stored parameter): analysed as applied",)
+        else:
+            call_notes = ()
+        if name in seen:
+            seen[name] += 1
+            continue
+        seen[name] = 1
+        bn = None
+        if fold_batchnorm and call["bn"] is not None:
+            gamma, var, eps, var_name = call["bn"]
+            bn = BatchNormParams(name=(var_name or "batchnorm").rsplit(".", 1)[0], weight=gamma,
+                                 running_var=var, eps=eps)
+        layers.append(ConvLayer(
+            name=name[: -len(".weight")] if name.endswith(".weight") else name, shape=call["shape"],
+            dtype=call["dtype"], weight=InMemoryWeight(call["tensor"].detach()), order=len(layers),
+            groups=call["groups"], stride=call["stride"], dilation=call["dilation"],
+            transposed=call["transposed"], padding_mode=modes.get(name, call["mode"]), grid=call["grid"],
+            grid_source="trace", geometry_source="trace", batchnorm=bn, notes=call_notes,
+        ))
+    notes.append(f"a TorchScript program, run once at input {_fmt(shape)}: grids, geometry and order traced")
+    repeated = [n for n, c in seen.items() if c > 1]
+    if repeated:
+        notes.append(f"{len(repeated)} conv weight(s) used more than once: grid of the first use "
+                     f"({', '.join(repeated[:3])})")
+    return LoadedModel(source=dataclasses.replace(info, notes=tuple(notes)), layers=tuple(layers),
+                       order_source="trace")
+
+
+def _fmt(shape) -> str:
+    return "x".join(str(v) for v in shape)
