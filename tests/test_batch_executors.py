@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 
-import pytest
 
 from audit_zoo import write_small_zoo
 from cbn_inspect.batch import LocalExecutor, plan_tasks

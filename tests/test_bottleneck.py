@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
@@ -11,7 +10,7 @@ from cbn_inspect.analysis import locate_bottleneck
 from cbn_inspect.records import LayerMetrics
 from cbn_inspect.synthetic import planted_network, random_network
 
-from conftest import DEPTH, PLANTED_RANGE
+from conftest import PLANTED_RANGE
 
 
 def test_planted_bottleneck_is_found_exactly(planted_path):

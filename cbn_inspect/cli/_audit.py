@@ -18,7 +18,11 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 
 from ..errors import SOME_ITEMS_FAILED_EXIT, UsageError
 from ._app import Metric, Precision, Rule, app, guarded, stderr
-from ._report import build_settings
+from ._options import (
+    DegreeOption, DeviceOption, FoldBnOption, GridOption, KeyOption, LayersOption, MaxUtilisationOption,
+    MinGapOption, PrecisionOption, SpectraOption, TolValueOption, ToleranceOption, TrustPickleOption,
+    build_settings,
+)
 
 EPILOG = f"""
 **Sources**: checkpoint files; folders (searched recursively for .safetensors, .pt, .pth, .bin, .ckpt, .onnx
@@ -82,19 +86,19 @@ def audit_command(
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (with --executor dask).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no table: only errors on stderr and the exit code.")] = False,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads per worker (default: cores / jobs).")] = None,
-    spectra: Annotated[bool, typer.Option("--spectra", help="Include every layer's per-frequency singular values in each row.")] = False,
-    layers: Annotated[Optional[str], typer.Option("--layers", metavar="REGEX", help="Analyse only layers whose name matches REGEX.")] = None,
-    grid: Annotated[Optional[str], typer.Option("--grid", metavar="N|HxW", help="Input grid of layers whose grid the checkpoint does not declare (default 32 per axis).")] = None,
-    tolerance: Annotated[Rule, typer.Option("--tolerance", help="Rule that decides which singular values are kept.")] = Rule.relative,
-    tol_value: Annotated[Optional[float], typer.Option("--tol-value", help="Parameter of the rule: relative 0.1, absolute 0.1, energy 0.99.")] = None,
-    degree: Annotated[Metric, typer.Option("--degree", help="How frequency degree combines axes: l1 (sum) or linf (max).")] = Metric.l1,
-    precision: Annotated[Precision, typer.Option("--precision", help="Arithmetic of the SVDs.")] = Precision.float32,
-    fold_bn: Annotated[bool, typer.Option("--fold-bn/--no-fold-bn", help="Fold a BatchNorm that follows a conv into it.")] = True,
-    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Allow pickles that need more than tensors, in every item. Runs code from the files.")] = False,
-    key: Annotated[Optional[str], typer.Option("--key", help="Entry of each checkpoint dict holding the weights.")] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu, or cuda where a GPU is present.")] = "cpu",
-    min_gap: Annotated[float, typer.Option("--min-gap", help="Smallest kept / largest discarded value needed inside a bottleneck.")] = 10.0,
-    max_utilisation: Annotated[float, typer.Option("--max-utilisation", help="Largest share of capacity a bottleneck layer may use.")] = 0.5,
+    spectra: SpectraOption = False,
+    layers: LayersOption = None,
+    grid: GridOption = None,
+    tolerance: ToleranceOption = Rule.relative,
+    tol_value: TolValueOption = None,
+    degree: DegreeOption = Metric.l1,
+    precision: PrecisionOption = Precision.float32,
+    fold_bn: FoldBnOption = True,
+    trust_pickle: TrustPickleOption = False,
+    key: KeyOption = None,
+    device: DeviceOption = "cpu",
+    min_gap: MinGapOption = 10.0,
+    max_utilisation: MaxUtilisationOption = 0.5,
 ) -> None:
     """Audit many checkpoints: one row each (JSONL/CSV), a summary table, resumable, local or on Dask."""
     from ..batch import AuditSummary, expand_sources, run_audit, write_csv

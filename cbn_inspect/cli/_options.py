@@ -1,0 +1,78 @@
+"""Options shared by the commands that analyse (``report``, ``audit``), declared once, and their validation.
+
+Each option is an ``Annotated`` alias; a command lists the ones it takes. :func:`build_settings` checks them
+before any work starts and turns them into :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import UsageError
+from ..loaders import parse_grid
+from ..records import Settings, ToleranceRule
+from ._app import Metric, Precision, Rule
+
+DEFAULT_TOLERANCE = {"relative": 0.1, "absolute": 0.1, "gap": 10.0, "energy": 0.99}
+
+SpectraOption = Annotated[bool, typer.Option("--spectra", help="Include every layer's per-frequency singular values in the JSON.")]
+LayersOption = Annotated[Optional[str], typer.Option("--layers", metavar="REGEX", help="Analyse only layers whose name matches REGEX.")]
+GridOption = Annotated[Optional[str], typer.Option("--grid", metavar="N|HxW", help="Input grid of layers whose grid the checkpoint does not declare (default 32 per axis).")]
+ToleranceOption = Annotated[Rule, typer.Option("--tolerance", help="Rule that decides which singular values are kept.")]
+TolValueOption = Annotated[Optional[float], typer.Option("--tol-value", help="Parameter of the rule: relative 0.1 (of the layer's largest), absolute 0.1, gap 10 (smallest ratio that counts as a gap), energy 0.99.")]
+DegreeOption = Annotated[Metric, typer.Option("--degree", help="How frequency degree combines axes: l1 (sum) or linf (max).")]
+PrecisionOption = Annotated[Precision, typer.Option("--precision", help="float32: fast, 1e-4 relative on values above 1e-3 of the largest; float64: reference SVDs.")]
+FoldBnOption = Annotated[bool, typer.Option("--fold-bn/--no-fold-bn", help="Fold a BatchNorm that follows a conv into it.")]
+TrustPickleOption = Annotated[bool, typer.Option("--trust-pickle", help="Allow pickles that need more than tensors. Runs code from the file: only for files you trust.")]
+KeyOption = Annotated[Optional[str], typer.Option("--key", help="Entry of a checkpoint dict holding the weights, e.g. state_dict_ema.")]
+DeviceOption = Annotated[str, typer.Option("--device", help="cpu, or cuda where a GPU is present.")]
+MinGapOption = Annotated[float, typer.Option("--min-gap", help="Smallest kept / largest discarded value needed inside a bottleneck.")]
+MaxUtilisationOption = Annotated[float, typer.Option("--max-utilisation", help="Largest share of capacity a bottleneck layer may use.")]
+
+
+def build_settings(
+    grid: str | None,
+    tolerance: Rule,
+    tol_value: float | None,
+    degree: Metric,
+    precision: Precision,
+    fold_bn: bool,
+    layers: str | None,
+    spectra: bool,
+    device: str,
+    min_gap: float,
+    max_utilisation: float,
+    threads: int | None = None,
+) -> Settings:
+    """Validate the analysis options before any work starts, and turn them into :class:`Settings`."""
+    parsed_grid = None
+    if grid is not None:
+        try:
+            parsed_grid = parse_grid(grid)
+        except ValueError as exc:
+            raise UsageError(f"--grid {grid!r}: use N (every axis) or HxW, e.g. 32 or 14x14") from exc
+    value = DEFAULT_TOLERANCE[tolerance.value] if tol_value is None else tol_value
+    if tolerance.value in ("relative", "absolute") and value < 0:
+        raise UsageError(f"--tol-value must be >= 0 for the {tolerance.value} rule")
+    if tolerance.value == "energy" and not 0 < value <= 1:
+        raise UsageError("--tol-value must be in (0, 1] for the energy rule")
+    if device != "cpu":
+        import torch
+
+        if not device.startswith("cuda") or not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: not available here (use cpu)")
+    return Settings(
+        tolerance=ToleranceRule(tolerance.value, float(value)),
+        degree_metric=degree.value,
+        grid=parsed_grid,
+        precision=precision.value,
+        fold_batchnorm=fold_bn,
+        layer_filter=layers,
+        keep_spectra=spectra,
+        device=device,
+        min_gap=min_gap,
+        max_utilisation=max_utilisation,
+        threads=threads,
+    )
