@@ -70,17 +70,53 @@ def test_shipped_samples_have_the_layout(name: str) -> None:
     assert "smoke" not in read(path)[0]
 
 
-def mode_counts(path: Path) -> tuple[list[int], list[float]]:
-    """Per layer: singular values of fft2(kernel) above 0.1 x the layer's largest, and the gap
-    smallest-kept / largest-discarded (full-size circular layers: kernel size = grid)."""
+def spectra(path: Path) -> list[dict]:
+    """Per layer (full-size circular layers: kernel size = grid): the count of singular values of
+    fftn(kernel) above 0.1 x the layer's largest, the utilisation, the gap smallest-kept /
+    largest-discarded, and the kept count per l1 degree (wrapped distance min(m, n - m))."""
     meta, tensors = read(path)
-    counts, gaps = [], []
+    rows = []
     for name in json.loads(meta["cbn_inspect.order"]):
         w = tensors[f"{name}.weight"].astype(np.float64)
-        axes = tuple(range(2, w.ndim))
-        w_hat = np.fft.fftn(w, axes=axes).reshape(w.shape[0], w.shape[1], -1)
-        sv = np.linalg.svd(np.moveaxis(w_hat, -1, 0), compute_uv=False).ravel()
+        grid = w.shape[2:]
+        w_hat = np.fft.fftn(w, axes=tuple(range(2, w.ndim))).reshape(w.shape[0], w.shape[1], -1)
+        sv = np.linalg.svd(np.moveaxis(w_hat, -1, 0), compute_uv=False)  # (freq, min(C_out, C_in))
         kept = sv > 0.1 * sv.max()
-        counts.append(int(kept.sum()))
-        gaps.append(float(sv[kept].min() / sv[~kept].max()))
-    return counts, gaps
+        wrapped = [np.minimum(np.arange(n), n - np.arange(n)) for n in grid]
+        degree = sum(np.meshgrid(*wrapped, indexing="ij")).ravel()
+        per_degree = {int(d): int(kept[degree == d].sum()) for d in np.unique(degree)}
+        rows.append({"count": int(kept.sum()), "utilisation": kept.sum() / sv.size,
+                     "gap": float(sv[kept].min() / sv[~kept].max()) if (~kept).any() else np.inf,
+                     "l1": {d: c for d, c in per_degree.items() if c}})
+    return rows
+
+
+def test_cbn_demo_shows_the_documented_bottleneck() -> None:
+    """The numbers in SAMPLES.md: layers 0-10 keep exactly the task's 8 non-constant frequencies
+    (4 at l1 degree 1, 4 at degree 2), layers 1-10 keep 10-12 modes in all (2-4 constant
+    channels), the last layer is broad, and layers 1, 2, 7, 8, 9 have a gap of at least 10."""
+    rows = spectra(SAMPLES / "cbn_demo.safetensors")
+    assert len(rows) == 12
+    for row in rows[:11]:
+        assert {d: c for d, c in row["l1"].items() if d > 0} == {1: 4, 2: 4}
+    middle = rows[1:11]
+    assert all(10 <= r["count"] <= 12 and r["utilisation"] < 0.01 for r in middle)
+    assert rows[-1]["count"] >= 2 * max(r["count"] for r in middle)
+    assert all(rows[i]["gap"] >= 10 for i in (1, 2, 7, 8, 9))
+    assert rows[8]["count"] == rows[9]["count"] == 10
+
+
+def test_untrained_control_has_no_bottleneck() -> None:
+    rows = spectra(SAMPLES / "cbn_demo_untrained.safetensors")
+    for row in rows[1:-1]:
+        assert row["utilisation"] > 0.8 and row["gap"] < 1.5
+
+
+def test_cbn_demo_1d_shows_the_documented_bottleneck() -> None:
+    """Layers 0-10 keep exactly 7 modes (1 at degree 0, 2 each at degrees 1, 2, 3) with a gap of
+    at least 10; the last layer keeps more."""
+    rows = spectra(SAMPLES / "cbn_demo_1d.safetensors")
+    for row in rows[:11]:
+        assert row["count"] == 7 and row["l1"] == {0: 1, 1: 2, 2: 2, 3: 2}
+        assert row["gap"] >= 10
+    assert rows[-1]["count"] > 7
