@@ -26,14 +26,15 @@ REL_TOL = 0.1
 
 
 def per_frequency_matrices(kernel: np.ndarray, grid: list[int], stride: list[int]) -> np.ndarray:
-    """(n_freq, C_out, s^d C_in) complex matrices of a circular conv with this kernel on ``grid``."""
+    """(n_freq, C_out, s^d C_in) matrices of the circular conv with this kernel on ``grid``."""
     d = len(grid)
     padded = np.zeros(kernel.shape[:2] + tuple(grid))
     for idx in np.ndindex(*kernel.shape[2:]):  # wrap a kernel larger than the grid
         where = tuple(i % n for i, n in zip(idx, grid))
         padded[(slice(None), slice(None)) + where] += kernel[(slice(None), slice(None)) + idx]
-    phases = [padded[(slice(None), slice(None)) + tuple(slice(a, None, s) for a, s in zip(off, stride))]
-              for off in np.ndindex(*stride)]
+    every = (slice(None), slice(None))
+    phases = [padded[every + tuple(slice(a, None, s) for a, s in zip(o, stride))]
+              for o in np.ndindex(*stride)]
     stacked = np.concatenate(phases, axis=1)  # C_out x (s^d C_in) x coarse grid
     w_hat = np.fft.fftn(stacked, axes=tuple(range(2, 2 + d)))
     return np.moveaxis(w_hat.reshape(w_hat.shape[0], w_hat.shape[1], -1), -1, 0)
@@ -44,6 +45,12 @@ def degrees(coarse: list[int]) -> tuple[np.ndarray, np.ndarray]:
     axes = np.meshgrid(*[np.minimum(np.arange(n), n - np.arange(n)) for n in coarse], indexing="ij")
     stack = np.stack([a.ravel() for a in axes])
     return stack.sum(axis=0), stack.max(axis=0)
+
+
+def per_degree(per_freq: np.ndarray, degree: np.ndarray) -> dict[int, int]:
+    """Kept count per degree class, leaving out classes with none kept."""
+    counts = {int(g): int(per_freq[degree == g].sum()) for g in np.unique(degree)}
+    return {g: c for g, c in counts.items() if c}
 
 
 def layer_report(kernel: np.ndarray, spec: dict) -> dict:
@@ -57,8 +64,8 @@ def layer_report(kernel: np.ndarray, spec: dict) -> dict:
     return {
         "count": count,
         "utilisation": count / sv.size,
-        "l1": {int(g): int(per_freq[deg_l1 == g].sum()) for g in np.unique(deg_l1) if per_freq[deg_l1 == g].sum()},
-        "linf": {int(g): int(per_freq[deg_inf == g].sum()) for g in np.unique(deg_inf) if per_freq[deg_inf == g].sum()},
+        "l1": per_degree(per_freq, deg_l1),
+        "linf": per_degree(per_freq, deg_inf),
         "gap": float(sv[kept].min() / sv[~kept].max()) if (~kept).any() else float("inf"),
         "kept_range": (float(sv[kept].min()), float(sv.max())),
         "sq_norm": float(np.square(kernel).sum()),

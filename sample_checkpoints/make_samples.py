@@ -19,7 +19,8 @@ Everything is deterministic on CPU: fixed seeds, a fixed thread count and
 Why the circular networks are trained in the Fourier domain: a full-size circular convolution is
 block-diagonal in the Fourier basis, so each layer is parameterised by its per-frequency matrices
 (the real kernel is their inverse real FFT). Adam on these coefficients converges to a balanced,
-low-rank optimum in a few thousand full-batch steps; Adam on the raw n x n kernels did not (THEORY.md).
+low-rank optimum in a few thousand full-batch steps; Adam on the raw n x n kernels did not
+(THEORY.md).
 """
 
 from __future__ import annotations
@@ -219,7 +220,9 @@ def make_threshold_task(ndim: int, n: int, count: int, threshold: float,
     return x.float().unsqueeze(1), y.float().unsqueeze(1)
 
 
-def train_circular(cfg: CircularConfig, smoke: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def train_circular(
+    cfg: CircularConfig, smoke: bool
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Train (or just initialise) one full-size circular network; return tensors and metadata."""
     make_deterministic(cfg.seed)
     x, y = make_threshold_task(cfg.ndim, cfg.n, cfg.samples, cfg.threshold,
@@ -322,7 +325,8 @@ def circular_metadata(cfg: CircularConfig, stats: dict) -> dict[str, str]:
         "task": task,
         "depth": str(cfg.depth),
         "width": str(cfg.width),
-        "weight_decay": f"{cfg.weight_decay:g} (loss = per-pixel MSE + wd * sum of squared kernel entries)",
+        "weight_decay": (f"{cfg.weight_decay:g} (loss = per-pixel MSE + wd * sum of squared "
+                         "kernel entries)"),
         "learning_rate": (f"{cfg.lr_start:g} for the first {cfg.lr_hold:.0%} of the steps, then "
                           f"decayed geometrically to {cfg.lr_end:g}"),
         "optimizer": "Adam, full batch, on the real-FFT coefficients of each kernel",
@@ -384,7 +388,7 @@ class DigitsCNN(nn.Module):
 
 
 def load_digits_split(seed: int) -> tuple[torch.Tensor, ...]:
-    """scikit-learn's 8x8 digits (shipped with the package), 75/25 stratified split, scaled to [0, 1]."""
+    """scikit-learn's 8x8 digits (shipped with the package), 75/25 stratified split, in [0, 1]."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -404,7 +408,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def train_digits(cfg: DigitsConfig, smoke: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Mini-batch SGD with momentum and weight decay, cosine learning rate; BN saved in eval form."""
+    """Mini-batch SGD with momentum and weight decay, cosine learning rate; BN saved for eval."""
     make_deterministic(cfg.seed)
     x_train, y_train, x_test, y_test = load_digits_split(cfg.seed)
     model = DigitsCNN(cfg)
@@ -458,8 +462,10 @@ def digits_metadata(cfg: DigitsConfig, stats: dict) -> dict[str, str]:
         "architecture": (
             f"conventional CNN: 3x3 conv (zero padding 1, no bias) + BatchNorm + ReLU blocks, "
             f"channels {chans}; {grids}; then global average pooling and a linear classifier "
-            f"(classifier.weight, classifier.bias). BatchNorm features.i.bn follows conv features.i.conv"),
-        "task": (f"10-class classification of scikit-learn's 8x8 digits (load_digits, pixels / 16), "
+            f"(classifier.weight, classifier.bias). BatchNorm features.i.bn follows conv "
+            f"features.i.conv"),
+        "task": (f"10-class classification of scikit-learn's 8x8 digits (load_digits, "
+                 f"pixels / 16), "
                  f"stratified split random_state={cfg.seed}: {stats['n_train']} train, "
                  f"{stats['n_test']} test"),
         "depth": str(len(cfg.blocks)),
@@ -470,7 +476,8 @@ def digits_metadata(cfg: DigitsConfig, stats: dict) -> dict[str, str]:
         "steps": str(stats["steps"]),
         "seed": str(cfg.seed),
         "final_loss": f"{stats['train_loss']:.6g} (train cross-entropy, eval mode)",
-        "final_accuracy": f"{stats['test_accuracy']:.4f} (test); train {stats['train_accuracy']:.4f}",
+        "final_accuracy": (f"{stats['test_accuracy']:.4f} (test); "
+                           f"train {stats['train_accuracy']:.4f}"),
         "train_seconds": f"{stats['train_seconds']:.1f}",
         "generator": GENERATOR,
     }
@@ -481,14 +488,14 @@ def digits_metadata(cfg: DigitsConfig, stats: dict) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------
 
 CBN_DEMO = CircularConfig(name="cbn_demo", ndim=2, n=16, depth=12, width=8, weight_decay=3e-2,
-                          lr_start=3e-3, lr_end=3e-5, lr_hold=0.5, steps=4000, samples=64, threshold=0.9,
-                          seed=0)
+                          lr_start=3e-3, lr_end=3e-5, lr_hold=0.5, steps=4000, samples=64,
+                          threshold=0.9, seed=0)
 SAMPLES: dict[str, CircularConfig | DigitsConfig] = {
     "cbn_demo": CBN_DEMO,
     "cbn_demo_untrained": replace(CBN_DEMO, name="cbn_demo_untrained", trained=False),
     "cbn_demo_1d": CircularConfig(name="cbn_demo_1d", ndim=1, n=64, depth=12, width=8,
-                                  weight_decay=3e-2, lr_start=3e-3, lr_end=3e-5, lr_hold=0.5, steps=4000,
-                                  samples=64, threshold=0.9, seed=0),
+                                  weight_decay=3e-2, lr_start=3e-3, lr_end=3e-5, lr_hold=0.5,
+                                  steps=4000, samples=64, threshold=0.9, seed=0),
     "digits_cnn": DigitsConfig(),
 }
 
