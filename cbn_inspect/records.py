@@ -230,7 +230,10 @@ class Bottleneck:
     frequencies: tuple[tuple[tuple[int, ...], int], ...] = ()
     strength: float = 0.0
     strength_label: str = "none"
-    gap_ratio: float | None = None
+    gap_ratio: float | None = None  # smallest over the run
+    typical_gap_ratio: float | None = None  # median over the run
+    clean: bool = False  # every layer of the run reaches min_gap
+    clean_layers: int = 0
     utilisation: float | None = None
     plateau_length: int = 0
     consistent_type: bool = False
@@ -251,6 +254,7 @@ class Settings:
     min_plateau: int = 2
     plateau_tolerance: float = 0.25
     min_gap: float = 10.0
+    weak_gap: float = 3.0
     max_utilisation: float = 0.5
     edge_layers: int = 1
     keep_spectra: bool = False

@@ -103,3 +103,19 @@ def test_strength_grows_with_gap():
     strong = locate_bottleneck(names, [_metrics(40)] + [_metrics(9, gap=500)] * 4 + [_metrics(40)], Settings())
     assert weak.found and strong.found and weak.strength < strong.strength
     assert 0 <= weak.strength <= 1 and strong.strength_label == "strong"
+
+
+def test_a_plateau_with_some_fuzzy_layers_is_a_weak_bottleneck():
+    gaps = [12, 2.0, 15, 20, 4.0]
+    metrics = [_metrics(40)] + [_metrics(9, gap=g) for g in gaps] + [_metrics(40)]
+    b = locate_bottleneck([f"l{i}" for i in range(7)], metrics, Settings())
+    assert b.found and not b.clean and b.strength_label == "weak"
+    assert (b.start_index, b.end_index, b.clean_layers) == (1, 5, 3)
+    assert b.gap_ratio == 2.0 and b.typical_gap_ratio == 12
+    assert "clean" in b.reason and "3 of 5" in b.reason
+
+
+def test_clean_bottleneck_needs_every_layer_above_min_gap():
+    metrics = [_metrics(40)] + [_metrics(9, gap=g) for g in (12, 30, 11)] + [_metrics(40)]
+    b = locate_bottleneck([f"l{i}" for i in range(5)], metrics, Settings())
+    assert b.found and b.clean and b.clean_layers == 3 and b.strength_label in ("strong", "moderate")

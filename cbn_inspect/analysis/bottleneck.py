@@ -5,10 +5,12 @@ The call is a heuristic built on three kinds of evidence, each reported on its o
 - plateau: a contiguous run of interior layers (entered after the first ``edge`` layers, left before the
   last ``edge``) whose mode counts stay within ``plateau_tolerance`` of the lowest interior count;
 - utilisation: the run's largest mode count / capacity must stay at or below ``max_utilisation``;
-- gap: in every layer of the run the smallest kept singular value is at least ``min_gap`` times the largest
-  discarded one.
+- gap: the smallest kept singular value over the largest discarded one, per layer. The call needs a median
+  over the run of at least ``weak_gap``; the bottleneck is *clean* when every layer of the run reaches
+  ``min_gap``, and is labelled ``weak`` otherwise (a few layers with values between the kept and the
+  discarded ones must not hide a plateau, nor pass for a clean one).
 
-``strength`` (0..1) is the product of a gap score (log10 of the gap over 2, clipped), a utilisation score
+``strength`` (0..1) is the product of a gap score (log10 of the median gap over 2, clipped), a utilisation score
 (1 - utilisation / max_utilisation, clipped) and a plateau score (run length / 3, clipped). It is
 computed for the best candidate run even when no bottleneck is called, so that checkpoints of one training
 run can be compared. Pure code: no I/O.
@@ -17,6 +19,7 @@ run can be compared. Pure code: no I/O.
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Sequence
 
 from ..records import Bottleneck, LayerMetrics, Settings
@@ -64,10 +67,13 @@ def locate_bottleneck(
     run_metrics = [metrics[i] for i in run]
     narrowest = next(m for m in run_metrics if m.mode_count == lowest)  # type: ignore[union-attr]
     # A layer that discards nothing has no split at all: its gap counts as 1.
-    gap = min((m.gap_ratio if m.gap_ratio is not None else 1.0) for m in run_metrics)  # type: ignore
+    gaps = [m.gap_ratio if m.gap_ratio is not None else 1.0 for m in run_metrics]  # type: ignore[union-attr]
+    gap, typical_gap = min(gaps), float(statistics.median(gaps))
+    clean_layers = sum(g >= settings.min_gap for g in gaps)
     utilisation = max(m.utilisation for m in run_metrics)  # type: ignore[union-attr]
     types = [dict(m.degree_counts[metric]) for m in run_metrics]  # type: ignore[union-attr]
-    strength = _strength(gap, utilisation, len(run), settings)
+    clean = gap >= settings.min_gap
+    strength = _strength(typical_gap, utilisation, len(run), settings)
     start, end = names[run[0]], names[run[-1]]
 
     failures = []
@@ -80,21 +86,28 @@ def locate_bottleneck(
             f"the narrowest layers still use {utilisation:.0%} of their capacity "
             f"(a bottleneck uses at most {settings.max_utilisation:.0%})"
         )
-    if gap <= 1.0:
+    if typical_gap <= 1.0:
         failures.append("no split between kept and discarded singular values")
-    elif gap < settings.min_gap:
+    elif typical_gap < settings.weak_gap:
         failures.append(
-            f"kept singular values are only {gap:.3g}x above the discarded ones "
-            f"(a clean split needs {settings.min_gap:g}x)"
+            f"kept singular values are only {typical_gap:.3g}x above the discarded ones (median over the "
+            f"run; a split needs {settings.weak_gap:g}x, a clean one {settings.min_gap:g}x)"
         )
     found = not failures
-    if found:
+    if found and clean:
         reason = (
             f"layers {start} to {end} keep {lowest} modes ({utilisation:.1%} of capacity at most), "
             f"kept values at least {gap:.3g}x above the rest"
         )
+    elif found:
+        reason = (
+            f"layers {start} to {end} keep {lowest} modes ({utilisation:.1%} of capacity at most), but the "
+            f"split is clean ({settings.min_gap:g}x) in only {clean_layers} of {len(run)} layers: kept values "
+            f"are a median {typical_gap:.3g}x (at least {gap:.3g}x) above the rest"
+        )
     else:
         reason = "; ".join(failures)
+    label = ("weak" if not clean else _label(strength)) if found else "none"
     return Bottleneck(
         found=found,
         reason=reason,
@@ -106,8 +119,11 @@ def locate_bottleneck(
         degree_counts=dict(narrowest.degree_counts[metric]) if found else {},  # type: ignore[union-attr]
         frequencies=narrowest.kept_on_full_grid() if found else (),  # type: ignore[union-attr]
         strength=strength,
-        strength_label=_label(strength) if found else "none",
+        strength_label=label,
         gap_ratio=gap,
+        typical_gap_ratio=typical_gap,
+        clean=found and clean,
+        clean_layers=clean_layers,
         utilisation=utilisation,
         plateau_length=len(run),
         consistent_type=all(t == types[0] for t in types),

@@ -104,7 +104,13 @@ def _summary(report: ModelReport) -> Panel:
         lines.append(f"rank {b.rank} = {format_type(b.degree_counts)}")
         lines.append(f"  (degree: {report.settings.degree_metric})\n")
         lines.append(f"strength {b.strength:.2f} ({b.strength_label}): ", style="bold")
-        lines.append(f"kept values ≥ {b.gap_ratio:.3g}× the rest, {b.utilisation:.1%} of capacity used")
+        if b.clean:
+            lines.append(f"kept values ≥ {b.gap_ratio:.3g}× the rest, {b.utilisation:.1%} of capacity used")
+        else:
+            lines.append(
+                f"kept values a median {b.typical_gap_ratio:.3g}× the rest (≥ {report.settings.min_gap:g}× in "
+                f"{b.clean_layers} of {b.plateau_length} layers), {b.utilisation:.1%} of capacity used"
+            )
         if not b.consistent_type:
             lines.append("\nthe kept degrees vary inside the run", style="yellow")
     else:
