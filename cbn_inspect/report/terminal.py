@@ -87,7 +87,7 @@ def _table(report: ModelReport) -> Table:
             _shape(r.layer.shape),
             grid,
             str(m.mode_count) if m else "–",
-            f"{m.utilisation:.0%}" if m else "–",
+            (f"{m.utilisation:.1%}" if m.utilisation < 0.0995 else f"{m.utilisation:.0%}") if m else "–",
             format_degrees(m.degree_counts[metric], 11) if m else "–",
             _num(m.spectral_norm) if m else "–",
         ]
