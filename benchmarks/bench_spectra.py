@@ -39,38 +39,13 @@ REL_FLOOR = 1e-3  # accuracy is judged on singular values above this share of th
 # ---------------------------------------------------------------- worker side (runs in a subprocess)
 
 def collect_layers(size: int):
-    """ConvLayer records of timm resnet50 with the grids, strides and groups seen in one forward pass."""
-    import timm
-    import torch
+    """ConvLayer records of timm's resnet50 traced at ``size`` by the tool's own loader (`timm:resnet50`).
 
-    from cbn_inspect.records import ConvLayer, InMemoryWeight
+    BatchNorm is not folded, so that both sides analyse the same stored kernels."""
+    from cbn_inspect.loaders import load
 
-    model = timm.create_model("resnet50", pretrained=False).eval()
-    seen = []
-
-    def hook(module, inputs, _output):
-        seen.append((module, tuple(int(v) for v in inputs[0].shape[2:])))
-
-    names = {}
-    handles = []
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Conv2d):
-            names[module] = name
-            handles.append(module.register_forward_hook(hook))
-    with torch.no_grad():
-        model(torch.zeros(1, 3, size, size))
-    for handle in handles:
-        handle.remove()
-    layers = []
-    for order, (module, grid) in enumerate(seen):
-        weight = module.weight.detach()
-        layers.append(ConvLayer(
-            name=names[module], shape=tuple(weight.shape), dtype=str(weight.dtype).replace("torch.", ""),
-            weight=InMemoryWeight(weight), order=order, groups=module.groups, stride=tuple(module.stride),
-            dilation=tuple(module.dilation), padding_mode=module.padding_mode, grid=grid, grid_source="trace",
-            geometry_source="trace",
-        ))
-    return model, layers
+    loaded = load("timm:resnet50", input_size=str(size), fold_batchnorm=False)
+    return loaded.layers
 
 
 def _rss_mb() -> float:
@@ -127,7 +102,7 @@ def worker(job: dict) -> dict:
     from cbn_inspect.analysis import configure_threads
 
     configure_threads(job["threads"])
-    _model, layers = collect_layers(job["size"])
+    layers = collect_layers(job["size"])
     rss_before = _rss_mb()
     result: dict = {"layers": len(layers), "rss_before_mb": rss_before}
     if job["kind"] == "tool":
