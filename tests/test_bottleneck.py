@@ -119,3 +119,23 @@ def test_clean_bottleneck_needs_every_layer_above_min_gap():
     metrics = [_metrics(40)] + [_metrics(9, gap=g) for g in (12, 30, 11)] + [_metrics(40)]
     b = locate_bottleneck([f"l{i}" for i in range(5)], metrics, Settings())
     assert b.found and b.clean and b.clean_layers == 3 and b.strength_label in ("strong", "moderate")
+
+
+def test_all_zero_layers_are_not_candidates():
+    zero = _metrics(0, gap=1.0)
+    zero = LayerMetrics(**{**zero.__dict__, "spectral_norm": 0.0, "gap_ratio": None, "smallest_kept": None})
+    metrics = [_metrics(40), zero, _metrics(9), _metrics(9), zero, _metrics(40)]
+    b = locate_bottleneck([f"l{i}" for i in range(6)], metrics, Settings())
+    assert b.found and (b.start_index, b.end_index, b.rank) == (2, 3, 9)
+
+
+def test_zero_layer_is_flagged(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    state = {f"l{i}.weight": torch.randn(4, 4, 3, 3) for i in range(4)}
+    state["l2.weight"].zero_()
+    path = tmp_path / "z.safetensors"
+    save_file(state, str(path))
+    report = inspect_source(path)
+    assert "zero" in report.layers[2].flags and report.layers[2].metrics.mode_count == 0

@@ -52,7 +52,10 @@ def locate_bottleneck(
     """The bottleneck of layers in data-flow order; ``metrics[i]`` is None for a layer not analysed."""
     metric = settings.degree_metric
     edge = settings.edge_layers
-    interior = [i for i in range(edge, len(names) - edge) if metrics[i] is not None]
+    # Layers not analysed, and layers whose weights are all zero (nothing flows through them: e.g. timm's
+    # zero-initialised last BatchNorm of a residual block, folded in), are not candidates.
+    interior = [i for i in range(edge, len(names) - edge)
+                if metrics[i] is not None and metrics[i].spectral_norm > 0]  # type: ignore[union-attr]
     if len(interior) < settings.min_plateau:
         need = 2 * edge + settings.min_plateau
         return Bottleneck(

@@ -75,6 +75,9 @@ def analyze_layer(layer: ConvLayer, weight: torch.Tensor, settings: Settings) ->
         flags.append("approximate")
     if layer.grid_source == "default":
         flags.append("default-grid")
+    if metrics.spectral_norm == 0:
+        flags.append("zero")
+        notes.append("all weights are zero (after BatchNorm folding): not a bottleneck candidate")
     return LayerReport(layer=layer, spectrum_grid=plan.grid, exact=exact, metrics=metrics,
                        spectrum=spectrum if settings.keep_spectra else None,
                        flags=tuple(flags), notes=tuple(notes))

@@ -64,17 +64,23 @@ def spark(report: LayerReport, width: int = SPARK_WIDTH) -> Text:
     return text
 
 
-def _table(report: ModelReport) -> Table:
+def _count(value: int) -> str:
+    return str(value) if value < 100_000 else f"{value / 1000:.0f}k"
+
+
+def _table(report: ModelReport, width: int) -> Table:
     b = report.bottleneck
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), show_edge=False, expand=False)
-    table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("layer", overflow="ellipsis", no_wrap=True, max_width=18)
-    table.add_column("shape", no_wrap=True, overflow="ellipsis", max_width=11)
-    table.add_column("grid", no_wrap=True)
-    table.add_column("modes", justify="right", no_wrap=True)
-    table.add_column("use", justify="right", no_wrap=True)
+    wide = width >= 100
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0) if wide else 0, show_edge=False,
+                  expand=False)
+    table.add_column("#", justify="right", no_wrap=True, min_width=len(str(len(report.layers))) + 1)
+    table.add_column("layer", overflow="ellipsis", no_wrap=True, max_width=24 if wide else 15)
+    table.add_column("shape", no_wrap=True, overflow="ellipsis", max_width=None if wide else 11)
+    table.add_column("grid", no_wrap=True, min_width=5)
+    table.add_column("modes", justify="right", no_wrap=True, min_width=5)
+    table.add_column("use", justify="right", no_wrap=True, min_width=4)
     table.add_column("kept degrees", no_wrap=True, min_width=11)
-    table.add_column("σmax", justify="right", no_wrap=True)
+    table.add_column("σmax", justify="right", no_wrap=True, min_width=5)
     table.add_column("spectrum", no_wrap=True, min_width=SPARK_WIDTH)
     metric = report.settings.degree_metric
     for i, r in enumerate(report.layers):
@@ -86,9 +92,9 @@ def _table(report: ModelReport) -> Table:
             r.layer.name,
             _shape(r.layer.shape),
             grid,
-            str(m.mode_count) if m else "–",
+            _count(m.mode_count) if m else "–",
             (f"{m.utilisation:.1%}" if m.utilisation < 0.0995 else f"{m.utilisation:.0%}") if m else "–",
-            format_degrees(m.degree_counts[metric], 11) if m else "–",
+            format_degrees(m.degree_counts[metric], 16 if wide else 11) if m else "–",
             _num(m.spectral_norm) if m else "–",
         ]
         table.add_row(*row, spark(r), style="bold magenta" if inside else None)
@@ -144,7 +150,7 @@ class TerminalReport:
             head.append(f", BatchNorm folded into {folded}")
         if r.skipped:
             head.append(f", {len(r.skipped)} tensors skipped", style="dim")
-        parts = [head, _table(r), _summary(r)]
+        parts = [head, _table(r, options.max_width), _summary(r)]
         if any(layer.layer.grid_source == "default" for layer in r.layers):
             parts.append(Text("* default grid: no architecture or metadata declared it", style="dim"))
         for warning in r.warnings:
