@@ -159,12 +159,14 @@ def test_batchnorm_is_paired_and_folded(tmp_path):
         "conv2.weight": torch.randn(4, 4, 3, 3),
         "bn2.running_var": torch.rand(4) + 0.5,
         "bn2.weight": torch.rand(4) + 0.5,
+        "head.weight": torch.randn(4, 4, 3, 3),
+        "head_BN.running_var": torch.rand(4) + 0.5,
     }
     path = tmp_path / "bn.safetensors"
     save_file(state, str(path))
     loaded = load(path)
     pairs = {layer.name: layer.batchnorm.name for layer in loaded.layers}
-    assert pairs == {"block.conv": "block.bn", "conv2": "bn2", "features.0": "features.1"}
+    assert pairs == {"block.conv": "block.bn", "conv2": "bn2", "features.0": "features.1", "head": "head_BN"}
     folded = inspect_source(path, Settings(grid=(6, 6), precision="float64"))
     plain = inspect_source(path, Settings(grid=(6, 6), precision="float64", fold_batchnorm=False))
     layer = next(r for r in folded.layers if r.layer.name == "block.conv")

@@ -78,6 +78,7 @@ def _batchnorm_candidates(prefix: str) -> list[str]:
         out += [f"{join}bn{match.group(1)}{match.group(2)}", f"{join}norm{match.group(1)}{match.group(2)}"]
     if last.isdigit():
         out.append(f"{join}{int(last) + 1}")
+    out += [f"{prefix}_bn", f"{prefix}_BN", f"{prefix}_norm"]  # conv1 -> conv1_BN (torchcrepe, many ports)
     return out
 
 
