@@ -105,6 +105,8 @@ class SourceInfo:
     sha256: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    architecture: str | None = None  # e.g. "timm:resnet50", when one is known
+    architecture_source: str | None = None  # "source" (timm:NAME), "flag" (--arch), "config", "identified"
 
 
 @dataclass(frozen=True)

@@ -144,3 +144,18 @@ def test_report_numbers_are_finite(cli, planted_path):
     for layer in data["layers"]:
         for key in ("spectral_norm", "stable_rank", "effective_rank", "utilisation"):
             assert math.isfinite(layer[key])
+
+
+def test_architecture_is_in_the_json(cli, tmp_path):
+    data = cli.json("timm:resnet18", "--input-size", "64")
+    validate_report(data)
+    assert (data["source"]["architecture"], data["source"]["architecture_source"]) == ("timm:resnet18", "source")
+    assert data["order_source"] == "trace" and data["layers"][0]["grid"] == [64, 64]
+    import timm
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    model = timm.create_model("resnet18", pretrained=False)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    data = cli.json(path, "--arch", "timm:resnet18", "--input-size", "64")
+    assert (data["source"]["architecture"], data["source"]["architecture_source"]) == ("timm:resnet18", "flag")

@@ -25,6 +25,7 @@ def test_timm_state_dict_is_identified_without_arch(tmp_path):
     loaded = load(path)
     assert loaded.order_source == "trace"
     assert any("identified as timm:resnet18" in n for n in loaded.source.notes)
+    assert (loaded.source.architecture, loaded.source.architecture_source) == ("timm:resnet18", "identified")
     assert loaded.layers[0].grid == (224, 224) and loaded.layers[-1].grid == (7, 7)
     assert all(layer.grid_source == "trace" for layer in loaded.layers)
     cached = json.loads(next(cache_dir().glob("timm-*-signatures.json")).read_text())
@@ -45,4 +46,5 @@ def test_unknown_state_dict_falls_back_to_the_default_grid(tmp_path):
     assert loaded.order_source == "natural-sort"
     assert all(layer.grid is None for layer in loaded.layers)
     assert any("architecture not identified" in n for n in loaded.source.notes)
+    assert loaded.source.architecture is None
     assert load(path, identify=False).source.notes == ()

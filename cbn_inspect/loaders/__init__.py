@@ -155,7 +155,7 @@ def _with_architecture(entries, info, arch, config, size, fold_batchnorm, identi
     if config is not None:
         name, kwargs, cfg_size = config
         return load_with_arch(entries, info, name, size=size or cfg_size, fold_batchnorm=fold_batchnorm,
-                              how="named by config.json", model_kwargs=kwargs)
+                              how="named by config.json", model_kwargs=kwargs, architecture_source="config")
     if identify and META_LAYERS not in info.metadata and any(len(e.shape) in (3, 4, 5) for e in entries.values()):
         from ._identify import identify as identify_arch
 
@@ -166,7 +166,8 @@ def _with_architecture(entries, info, arch, config, size, fold_batchnorm, identi
             if found.others:
                 note += f"; also matches {', '.join(found.others[:3])} (same geometry)"
             loaded = load_with_arch(entries, info, found.arch, size=size, fold_batchnorm=fold_batchnorm,
-                                    how="identified from the state dict's keys and shapes")
+                                    how="identified from the state dict's keys and shapes",
+                                    architecture_source="identified")
             return _note(loaded, note)
         if size is not None:
             raise UsageError("--input-size needs an architecture (--arch timm:NAME) for a bare state dict",

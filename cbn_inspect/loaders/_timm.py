@@ -95,7 +95,8 @@ def load_timm(name: str, *, size: tuple[int, ...] | None, fold_batchnorm: bool,
     notes.append("weights are timm's random initialisation (seed 0): nothing was downloaded")
     tensors = {key: _ModelTensor(holder, key) for key in _state_keys(specs)}
     layers = bind_specs(specs, tensors, fold_batchnorm=fold_batchnorm)
-    info = SourceInfo(path=f"{PREFIX}{name}", format="timm", notes=tuple(notes))
+    info = SourceInfo(path=f"{PREFIX}{name}", format="timm", notes=tuple(notes),
+                      architecture=f"{PREFIX}{name}", architecture_source="source")
     return LoadedModel(source=info, layers=tuple(layers), order_source="trace")
 
 
@@ -180,6 +181,7 @@ def load_with_arch(
     fold_batchnorm: bool,
     how: str = "given with --arch",
     model_kwargs: Mapping[str, Any] | None = None,
+    architecture_source: str = "flag",
 ) -> LoadedModel:
     """A checkpoint's tensors (``TensorEntry`` by name) analysed in a timm architecture's geometry."""
     name = arch_name(arch)
@@ -195,7 +197,9 @@ def load_with_arch(
         raise UsageError(f"{info.path}: the weights do not fit timm:{name} ({'; '.join(diffs[:3])}{more})",
                          hint="check --arch, or leave it out to analyse the file as a bare state dict")
     layers = bind_specs(specs, {k: e.source for k, e in entries.items()}, fold_batchnorm=fold_batchnorm)
-    return LoadedModel(source=_with_notes(info, notes), layers=tuple(layers), order_source="trace")
+    info = dataclasses.replace(_with_notes(info, notes), architecture=f"{PREFIX}{name}",
+                               architecture_source=architecture_source)
+    return LoadedModel(source=info, layers=tuple(layers), order_source="trace")
 
 
 def read_config(folder: Path) -> tuple[str, dict[str, Any], tuple[int, ...] | None] | None:

@@ -149,6 +149,8 @@ def report_to_dict(report: ModelReport) -> dict[str, Any]:
             "path": report.source.path,
             "format": report.source.format,
             "sha256": report.source.sha256,
+            "architecture": report.source.architecture,
+            "architecture_source": report.source.architecture_source,
             "metadata": dict(report.source.metadata),
         },
         "settings": _settings(report.settings),
