@@ -19,7 +19,7 @@ from rich.table import Table
 from ..loaders import load
 from ..records import ConvLayer, LoadedModel
 from ._app import app, guarded
-from ._report import ArchOption, InputSizeOption
+from ._options import ArchOption, InputSizeOption, KeyOption, TrustPickleOption
 
 
 def _axes(values) -> str:
@@ -86,8 +86,8 @@ def layers_command(
     json_out: Annotated[Optional[str], typer.Option("--json", metavar="FILE", help="Write the listing as JSON to FILE; `-` for stdout.")] = None,
     arch: ArchOption = None,
     input_size: InputSizeOption = None,
-    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Allow pickles that need more than tensors (whole modules). Runs code from the file.")] = False,
-    key: Annotated[Optional[str], typer.Option("--key", help="Entry of a checkpoint dict holding the weights.")] = None,
+    trust_pickle: TrustPickleOption = False,
+    key: KeyOption = None,
 ) -> None:
     """List the conv layers found (name, kind, shape, groups, stride, grid, dtype, notes); no spectra."""
     loaded = load(source, trust_pickle=trust_pickle, key=key, fold_batchnorm=False, arch=arch,

@@ -29,6 +29,8 @@ TrustPickleOption = Annotated[bool, typer.Option("--trust-pickle", help="Allow p
 KeyOption = Annotated[Optional[str], typer.Option("--key", help="Entry of a checkpoint dict holding the weights, e.g. state_dict_ema.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="cpu, or cuda where a GPU is present.")]
 MinGapOption = Annotated[float, typer.Option("--min-gap", help="Smallest kept / largest discarded value needed inside a bottleneck.")]
+ArchOption = Annotated[Optional[str], typer.Option("--arch", metavar="timm:NAME", help="Analyse the file's weights in this timm architecture (grids, strides and order traced; pretrained=False, nothing downloaded).")]
+InputSizeOption = Annotated[Optional[str], typer.Option("--input-size", metavar="N|HxW|CxHxW", help="Input size for the trace (default: the model's pretrained_cfg; needed for whole modules and TorchScript).")]
 MaxUtilisationOption = Annotated[float, typer.Option("--max-utilisation", help="Largest share of capacity a bottleneck layer may use.")]
 
 

@@ -14,13 +14,11 @@ from ..inspect import inspect_source
 from ..report import TerminalReport, to_json
 from ._app import Metric, Precision, Rule, app, guarded, stderr
 from ._options import (
+    ArchOption, InputSizeOption,
     DegreeOption, DeviceOption, FoldBnOption, GridOption, KeyOption, LayersOption, MaxUtilisationOption,
     MinGapOption, PrecisionOption, SpectraOption, TolValueOption, ToleranceOption, TrustPickleOption,
     build_settings,
 )
-
-ArchOption = Annotated[Optional[str], typer.Option("--arch", metavar="timm:NAME", help="Analyse the file's weights in this timm architecture (grids, strides and order traced; pretrained=False, nothing downloaded).")]
-InputSizeOption = Annotated[Optional[str], typer.Option("--input-size", metavar="N|HxW|CxHxW", help="Input size for the trace (default: the model's pretrained_cfg; needed for whole modules and TorchScript).")]
 
 EPILOG = """
 **Examples**
