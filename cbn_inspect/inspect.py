@@ -1,16 +1,18 @@
 """The library's front door: a source in, a :class:`ModelReport` out.
 
-``inspect_source`` = load (loaders) + ``analyze_model`` (analysis, one layer at a time so that a lazy
-loader never holds the whole model twice) + the bottleneck call. Reporters and the CLI sit on top.
+``inspect_source`` = load (loaders) + ``analyze_model`` (analysis) + the bottleneck call. Reporters and the CLI
+sit on top. Weights are read here, in this thread, one layer at a time, and at most ``threads`` layers are
+in the analysis at once, so a lazy loader never holds the whole model twice.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections import deque
 from pathlib import Path
 
-from .analysis import analyze_layer, locate_bottleneck, resolve_grid
+from .analysis import layers_in_flight, locate_bottleneck, resolve_grid, submit_layer
 from .errors import CbnError, NothingToAnalyseError, UnreadableInputError, UsageError
 from .loaders import load
 from .records import LayerReport, LoadedModel, ModelReport, Settings
@@ -53,17 +55,27 @@ def analyze_model(loaded: LoadedModel, settings: Settings | None = None) -> Mode
     if not layers:
         what = f"matching --layers {settings.layer_filter!r}" if settings.layer_filter else "(rank 3-5 '*.weight' tensors)"
         raise NothingToAnalyseError(f"{loaded.source.path}: no convolution weights {what}")
-    reports = []
-    for layer in layers:
-        layer = resolve_grid(layer, settings)
-        try:
-            weight = layer.weight.load()
-        except CbnError:
-            raise
-        except Exception as exc:
-            raise UnreadableInputError(f"{loaded.source.path}: cannot read layer {layer.name}: {exc}") from exc
-        reports.append(analyze_layer(layer, weight, settings))
-        del weight
+    reports: list[LayerReport] = []
+    window = layers_in_flight(settings)
+    pending: deque = deque()
+    try:
+        for layer in layers:
+            layer = resolve_grid(layer, settings)
+            try:
+                weight = layer.weight.load()
+            except CbnError:
+                raise
+            except Exception as exc:
+                raise UnreadableInputError(f"{loaded.source.path}: cannot read layer {layer.name}: {exc}") from exc
+            pending.append(submit_layer(layer, weight, settings))
+            del weight
+            while len(pending) > window:
+                reports.append(pending.popleft().result())
+        while pending:
+            reports.append(pending.popleft().result())
+    finally:
+        for future in pending:
+            future.cancel()
     names = [r.layer.name for r in reports]
     bottleneck = locate_bottleneck(names, [r.metrics for r in reports], settings)
     return ModelReport(

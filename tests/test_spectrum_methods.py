@@ -69,7 +69,7 @@ def test_offsets_and_direct_gram_agree():
     torch.manual_seed(1)
     plan = plan_kernel(torch.randn(32, 24, 3, 3), (10, 10))
     freqs = len(compute_spectrum(plan).frequencies)
-    assert _offsets_pay(1, 24, 32, 9, freqs, 256) and not _offsets_pay(1, 24, 32, 9, freqs, 0)
+    assert _offsets_pay(1, 24, 32, (3, 3), freqs, 256) and not _offsets_pay(1, 24, 32, (3, 3), freqs, 0)
     by_offsets = compute_spectrum(plan, method="gram").values
     direct = compute_spectrum(plan, method="gram", memory_budget_mb=0).values  # no room: per-frequency products
     np.testing.assert_allclose(by_offsets, direct, rtol=1e-10, atol=1e-12)

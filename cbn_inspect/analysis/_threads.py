@@ -6,13 +6,19 @@ the analysis runs ``n`` Python worker threads, each calling *single-threaded* to
 release the GIL), and sets every library it can reach to one thread. :func:`configure_threads` does that
 once per process; a batch worker of the audit (several processes side by side) calls it with its own share
 of the cores, e.g. ``configure_threads(cores // workers)``.
+
+Two levels share the one pool: :func:`submit` runs whole layers (``analyze_model`` keeps ``threads`` of
+them in flight, so a small or serial layer overlaps a big one), and :func:`parallel_map` splits a layer into
+chunks of frequencies. A pool thread that maps runs its own chunks when no other thread has taken them
+(it never just waits on a queue it feeds), so the two levels cannot deadlock and never run more than
+``threads`` kernels at once.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterable, TypeVar
 
 import torch
@@ -23,6 +29,15 @@ R = TypeVar("R")
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {"threads": None, "pool": None, "openblas": False}
 _ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+_LOCAL = threading.local()
+
+
+def _mark_worker() -> None:
+    _LOCAL.worker = True
+
+
+def _in_worker() -> bool:
+    return bool(getattr(_LOCAL, "worker", False))
 
 
 def available_cores() -> int:
@@ -66,7 +81,8 @@ def configure_threads(n: int | None = None) -> int:
         torch.set_num_threads(1)
         _STATE["openblas"] = _limit_openblas()
         old = _STATE["pool"]
-        _STATE["pool"] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="cbn-analysis") if n > 1 else None
+        _STATE["pool"] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="cbn-analysis",
+                                              initializer=_mark_worker) if n > 1 else None
         _STATE["threads"] = n
     if old is not None:
         old.shutdown(wait=True)
@@ -86,10 +102,40 @@ def openblas_single_threaded() -> bool:
 
 
 def parallel_map(func: Callable[[T], R], items: Iterable[T]) -> list[R]:
-    """``[func(x) for x in items]`` on the analysis workers, results in order."""
+    """``[func(x) for x in items]`` on the analysis workers, results in order.
+
+    Called from a pool thread, the caller takes part: it runs every item that no other worker has started
+    (so nested use never deadlocks and never adds a thread). Called from elsewhere, it waits.
+    """
     items = list(items)
     analysis_threads()
     pool = _STATE["pool"]
     if pool is None or len(items) < 2:
         return [func(x) for x in items]
-    return list(pool.map(func, items))  # type: ignore[union-attr]
+    if not _in_worker():
+        return list(pool.map(func, items))  # type: ignore[union-attr]
+    futures = [pool.submit(func, x) for x in items[1:]]  # type: ignore[union-attr]
+    results: list = [func(items[0])] + [None] * len(futures)
+    waiting = []
+    for index, (item, future) in enumerate(zip(items[1:], futures), start=1):
+        if future.cancel():  # no other worker has started it: run it here, and leave the rest on offer
+            results[index] = func(item)
+        else:
+            waiting.append((index, future))
+    for index, future in waiting:
+        results[index] = future.result()
+    return results
+
+
+def submit(func: Callable[..., R], *args: object) -> "Future[R]":
+    """Run ``func(*args)`` on a pool thread (inline, already done, when the analysis is single-threaded)."""
+    analysis_threads()
+    pool = _STATE["pool"]
+    if pool is not None and not _in_worker():
+        return pool.submit(func, *args)  # type: ignore[union-attr]
+    future: Future[R] = Future()
+    try:
+        future.set_result(func(*args))
+    except BaseException as exc:  # handed to the caller by future.result(), like a pool's future
+        future.set_exception(exc)
+    return future

@@ -6,11 +6,12 @@ Pure: the caller hands in the weight tensor (loading it is the loader's business
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import Future
 
 import torch
 
 from ..records import BatchNormParams, ConvLayer, LayerReport, Settings
-from ._threads import configure_threads
+from ._threads import analysis_threads, configure_threads, submit
 from .counting import count_modes
 from .geometry import plan_kernel
 from .spectrum import compute_spectrum
@@ -81,3 +82,19 @@ def analyze_layer(layer: ConvLayer, weight: torch.Tensor, settings: Settings) ->
     return LayerReport(layer=layer, spectrum_grid=plan.grid, exact=exact, metrics=metrics,
                        spectrum=spectrum if settings.keep_spectra else None,
                        flags=tuple(flags), notes=tuple(notes))
+
+
+def submit_layer(layer: ConvLayer, weight: torch.Tensor, settings: Settings) -> "Future[LayerReport]":
+    """:func:`analyze_layer` on an analysis thread; the future's result is the report (or its exception).
+
+    With ``threads`` workers, a caller that keeps up to ``threads`` layers in flight lets small layers
+    (one tap, a single eigensolve) overlap the frequency chunks of big ones. Results do not depend on it.
+    """
+    if settings.threads is not None:
+        configure_threads(settings.threads)
+    return submit(analyze_layer, layer, weight, settings)
+
+
+def layers_in_flight(settings: Settings) -> int:
+    """How many layers a caller of :func:`submit_layer` should keep in flight (bounds memory too)."""
+    return settings.threads if settings.threads is not None else analysis_threads()

@@ -158,11 +158,15 @@ def _dft_source(kernel: torch.Tensor, grid: tuple[int, ...], freqs: np.ndarray, 
     return twiddle_chunk
 
 
-def _tap_products(kernel: torch.Tensor) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
-    """Offsets delta >= 0 (lexicographically) and S = G + G^T, A = G - G^T for G_delta = sum_{t-s=delta} W_t W_s^T.
+def _tap_products(kernel: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
+    """Offsets delta >= 0 (lexicographically) and the layer's tap products, ready for the Fourier sum.
 
-    ``kernel`` is (g, n, c, *taps) in float64; S and A are (D, g, n, n) with S[0] = G_0 (A[0] = 0), so that
-    H(m) = sum_delta S_delta cos(theta) - i A_delta sin(theta), theta = 2 pi <m, delta / N>.
+    With G_delta = sum_{t-s=delta} W_t W_s^T (``kernel`` is (g, n, c, *taps), float64),
+    H(m) = G_0 + sum_{delta > 0} (G + G^T)_delta cos(theta) - i (G - G^T)_delta sin(theta),
+    theta = 2 pi <m, delta / N>. The products are returned as one real (2D - 1, g*n*n*2) matrix R whose
+    columns interleave real and imaginary parts: rows 0..D-1 hold G_0 and (G + G^T)_delta in the real
+    slots, rows D.. hold -(G - G^T)_delta in the imaginary slots, so that [cos | sin] (F, 2D - 1) @ R is
+    the memory of F complex matrices H(m): no complex assembly pass, no extra copy.
     """
     g, n, c = kernel.shape[:3]
     taps = tuple(kernel.shape[3:])
@@ -175,33 +179,38 @@ def _tap_products(kernel: torch.Tensor) -> tuple[np.ndarray, torch.Tensor, torch
             if delta >= (0,) * len(delta):
                 pairs.setdefault(delta, []).append((t, s))
     offsets = sorted(pairs)
+    n_off = len(offsets)
+    packed = torch.zeros((2 * n_off - 1, g, n, n, 2), dtype=kernel.dtype, device=kernel.device)
 
-    def product(delta: tuple[int, ...]) -> torch.Tensor:
-        ts = pairs[delta]
+    def product(index: int) -> None:
+        ts = pairs[offsets[index]]
         left = per_tap[[t for t, _ in ts]].permute(1, 2, 0, 3).reshape(g, n, -1)
         right = per_tap[[s for _, s in ts]].permute(1, 2, 0, 3).reshape(g, n, -1)
-        return left @ right.transpose(-1, -2)
+        gram = left @ right.transpose(-1, -2)
+        if index == 0:
+            packed[0, ..., 0] = gram
+        else:
+            packed[index, ..., 0] = gram + gram.transpose(-1, -2)
+            packed[n_off + index - 1, ..., 1] = gram.transpose(-1, -2) - gram
 
-    grams = torch.stack(parallel_map(product, offsets) if kernel.device.type == "cpu" else
-                        [product(o) for o in offsets])
-    sym = grams + grams.transpose(-1, -2)
-    sym[0] = grams[0]
-    anti = grams - grams.transpose(-1, -2)
-    return np.asarray(offsets, dtype=np.int64), sym, anti
+    indices = range(n_off)
+    if kernel.device.type == "cpu":
+        parallel_map(product, indices)
+    else:
+        for index in indices:
+            product(index)
+    return np.asarray(offsets, dtype=np.int64), packed.reshape(2 * n_off - 1, -1)
 
 
 def _offset_gram_source(kernel: torch.Tensor, grid: tuple[int, ...], freqs: np.ndarray) -> Callable:
     """(start, stop) -> H(m) (F, g, n, n) complex128 as a Fourier sum of the layer's tap products."""
-    offsets, sym, anti = _tap_products(kernel)
+    offsets, packed = _tap_products(kernel)
     g, n = kernel.shape[:2]
-    sym_flat = sym.reshape(len(offsets), -1)
-    anti_flat = anti[1:].reshape(len(offsets) - 1, -1)
 
     def chunk(start: int, stop: int) -> torch.Tensor:
-        phase = torch.from_numpy(_phases(offsets, grid, freqs[start:stop]).T).to(sym_flat.device)  # (F, D)
-        real = torch.cos(phase) @ sym_flat
-        imag = -(torch.sin(phase[:, 1:]) @ anti_flat) if len(offsets) > 1 else torch.zeros_like(real)
-        return torch.complex(real, imag).reshape(-1, g, n, n)
+        phase = torch.from_numpy(_phases(offsets, grid, freqs[start:stop]).T).to(packed.device)  # (F, D)
+        coefficients = torch.cat([torch.cos(phase), torch.sin(phase[:, 1:])], dim=1)
+        return torch.view_as_complex((coefficients @ packed).reshape(-1, g, n, n, 2))
 
     return chunk
 
@@ -217,13 +226,25 @@ def _direct_gram_source(kernel: torch.Tensor, grid: tuple[int, ...], freqs: np.n
     return chunk
 
 
-def _offsets_pay(g: int, n: int, c: int, taps: int, n_freq: int, budget_mb: int) -> bool:
-    """Whether the tap-product Fourier sum is cheaper than a per-frequency product, and fits the budget."""
-    n_offsets = (taps * taps + 1) // 2  # upper bound on the number of offsets delta >= 0
-    if 16 * n_offsets * g * n * n > budget_mb * 2**20 // 2:
+def _offset_counts(taps: tuple[int, ...]) -> tuple[int, int]:
+    """(offsets delta >= 0, tap pairs (t, s) with t - s >= 0) of a kernel with these tap extents."""
+    n_taps = math.prod(taps)
+    return (math.prod(2 * k - 1 for k in taps) + 1) // 2, (n_taps * n_taps + n_taps) // 2
+
+
+def _offsets_pay(g: int, n: int, c: int, taps: tuple[int, ...], n_freq: int, budget_mb: int) -> bool:
+    """Whether the tap-product Fourier sum is cheaper than a per-frequency product, and fits the budget.
+
+    Real multiply-adds: the tap products cost one n x c x n product per pair, the Fourier sum four real
+    terms per offset and frequency (real and imaginary slots, :func:`_tap_products`); the direct way a
+    complex DFT and a complex n x c x n product (4 real) per frequency. Memory: the packed products (float64,
+    2D - 1 rows of real and imaginary slots) must fit half the budget.
+    """
+    n_offsets, n_pairs = _offset_counts(taps)
+    if 16 * (2 * n_offsets - 1) * g * n * n > budget_mb * 2**20 // 2:
         return False
-    offset_flops = taps * taps * g * n * n * c + 4 * n_freq * n_offsets * g * n * n
-    direct_flops = 4 * n_freq * taps * g * n * c + 8 * n_freq * g * n * n * c
+    offset_flops = n_pairs * g * n * n * c + 4 * n_freq * n_offsets * g * n * n
+    direct_flops = 4 * n_freq * math.prod(taps) * g * n * c + 4 * n_freq * g * n * n * c
     return offset_flops < direct_flops
 
 
@@ -278,7 +299,7 @@ def compute_spectrum(
         if co > ci:  # the singular values of W and W^T agree: make the Gram matrix the smaller one
             kernel = kernel.transpose(1, 2)
             co, ci = ci, co
-        by_offsets = _offsets_pay(g, co, ci, math.prod(taps), n_freq, memory_budget_mb)
+        by_offsets = _offsets_pay(g, co, ci, taps, n_freq, memory_budget_mb)
         if by_offsets:
             source = _offset_gram_source(kernel, grid, freqs)
         else:
