@@ -1,21 +1,28 @@
 """Benchmark: per-frequency spectra of every conv layer of timm's resnet50, the tool vs a naive reference.
 
-    python benchmarks/bench_spectra.py            # full run (several minutes, mostly the naive side)
-    python benchmarks/bench_spectra.py --quick    # a smaller check (about a minute)
+    python benchmarks/bench_spectra.py                  # full run: naive side at 224, about 15 min on 2 cores
+    python benchmarks/bench_spectra.py --naive-size 64  # ratio at input 64 instead (about 3 min)
+    python benchmarks/bench_spectra.py --quick          # 3 repeats, naive side at 32 (about a minute)
+    python benchmarks/bench_spectra.py --device cuda --skip-naive   # the GPU path, on a machine with one
 
 What is measured, each in a fresh subprocess (so that peak RSS belongs to that measurement alone):
 
-- tool: ``resolve_grid`` + ``analyze_layer`` for all 53 conv layers of ``resnet50`` (pretrained=False),
-  grids from one traced forward pass at ``--size`` (224), i.e. the work ``cbn-inspect`` does after loading;
-  median wall time of ``--repeat`` runs, CPU time, peak RSS (and RSS before the analysis started);
-- naive: for the same layers and grids, numpy float64: FFT of the zero-padded (polyphase) kernel over the
-  full grid, then ``np.linalg.svd(compute_uv=False)`` at every frequency, one at a time. It takes many
-  minutes at 224, so the ratio is measured at ``--naive-size`` (64 by default) for *both* sides;
-- accuracy: the tool's float32 (default) and float64 paths against float64 references: the naive SVD at
-  ``--naive-size`` and the tool's float64 SVD at ``--size``. Relative differences are taken over singular
-  values above 1e-3 of the layer's largest.
+- tool: ``analyze_model`` on ``timm:resnet50`` (pretrained=False) loaded through the tool's own loader,
+  grids from one traced forward pass at ``--size`` (224), BatchNorm not folded (so that both sides see the
+  same kernels): the work ``cbn-inspect`` does after loading, every per-frequency singular value of all 53
+  layers, counts, metrics and the bottleneck call. Median wall time of ``--repeat`` runs, CPU time, peak RSS.
+  One more, untimed run records the CPU seconds spent inside the Hermitian eigensolver (LAPACK): divided by
+  the threads, that is a floor no scheduling can beat.
+- naive: the same layers and grids, numpy float64: ``np.fft.fftn`` of the zero-padded (polyphase) kernel over
+  the full grid, then ``np.linalg.svd(compute_uv=False)`` at every frequency, one at a time. It gets the same
+  cores as the tool: the layers are split over ``--threads`` processes running side by side (one BLAS thread
+  each, longest-first), and its wall time is the longest process's. Measured at ``--naive-size`` for *both*
+  sides (224 by default: like with like at the target size).
+- accuracy: the tool's float32 (default) and float64 paths against float64 references: the tool's float64
+  SVD at ``--size`` and the naive SVD at the naive size. Relative differences are taken over singular values
+  above 1e-3 of the layer's largest.
 
-Model construction and tracing are not timed. Prints a table and, with ``--json FILE``, writes the numbers.
+Model construction and tracing are not timed. Prints the numbers and, with ``--json FILE``, writes them.
 """
 
 from __future__ import annotations
@@ -28,36 +35,68 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's cbn_inspect, not an installed one
 REL_FLOOR = 1e-3  # accuracy is judged on singular values above this share of the layer's largest
+TARGET_WALL_S, TARGET_RATIO, TARGET_REL, TARGET_RSS_MB = 4.0, 100.0, 1e-4, 1536
 
 
 # ---------------------------------------------------------------- worker side (runs in a subprocess)
 
-def collect_layers(size: int):
-    """ConvLayer records of timm's resnet50 traced at ``size`` by the tool's own loader (`timm:resnet50`).
-
-    BatchNorm is not folded, so that both sides analyse the same stored kernels."""
+def load_model(size: int):
+    """timm's resnet50 through the tool's own loader (`timm:resnet50`), traced at ``size``, BN not folded."""
     from cbn_inspect.loaders import load
 
-    loaded = load("timm:resnet50", input_size=str(size), fold_batchnorm=False)
-    return loaded.layers
+    return load("timm:resnet50", input_size=str(size), fold_batchnorm=False)
 
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_tool(layers, precision: str, keep: bool = False):
-    from cbn_inspect.analysis import analyze_layer, resolve_grid
+def run_tool(loaded, precision: str, device: str = "cpu", keep: bool = False):
+    from cbn_inspect.inspect import analyze_model
     from cbn_inspect.records import Settings
 
-    settings = Settings(precision=precision, keep_spectra=keep)
-    return [analyze_layer(resolve_grid(layer, settings), layer.weight.load(), settings) for layer in layers]
+    return analyze_model(loaded, Settings(precision=precision, device=device, keep_spectra=keep))
+
+
+def eigensolver_seconds(loaded, device: str) -> float:
+    """CPU seconds the tool spends in its Hermitian eigensolver during one analysis (thread CPU time)."""
+    from cbn_inspect.analysis import spectrum
+
+    spent = [0.0]
+    lock = threading.Lock()
+    original = spectrum._hermitian_values
+
+    def timed(gram):
+        start = time.thread_time()
+        try:
+            return original(gram)
+        finally:
+            with lock:
+                spent[0] += time.thread_time() - start
+
+    spectrum._hermitian_values = timed
+    try:
+        run_tool(loaded, "float32", device)
+    finally:
+        spectrum._hermitian_values = original
+    return spent[0]
+
+
+def _naive_cost(layer) -> float:
+    """A rough cost of the naive side for one layer (frequencies x SVD flops), to split layers over processes."""
+    import math
+
+    stride = layer.stride or (1,) * layer.ndim
+    grid = [max(1, g // s) for g, s in zip(layer.grid, stride)]
+    co, ci = layer.out_channels // layer.groups, layer.in_channels // layer.groups * math.prod(stride)
+    return math.prod(grid) * layer.groups * min(co, ci) ** 2 * max(co, ci)
 
 
 def naive_spectra(layers) -> list:
@@ -79,7 +118,19 @@ def naive_spectra(layers) -> list:
             vals = [np.linalg.svd(spec[j, :, :, f], compute_uv=False) for j in range(g)]
             rows.append(np.sort(np.concatenate(vals))[::-1])
         out.append(np.array(rows))
+        del spec
     return out
+
+
+def naive_part(layers, part: int, parts: int) -> list:
+    """The layers of process ``part`` of ``parts``: longest-processing-time-first by :func:`_naive_cost`."""
+    loads = [0.0] * parts
+    owner = {}
+    for index in sorted(range(len(layers)), key=lambda i: -_naive_cost(layers[i])):
+        target = loads.index(min(loads))
+        owner[index] = target
+        loads[target] += _naive_cost(layers[index])
+    return [layer for i, layer in enumerate(layers) if owner[i] == part]
 
 
 def _full_values(spectrum):
@@ -102,28 +153,30 @@ def worker(job: dict) -> dict:
     from cbn_inspect.analysis import configure_threads
 
     configure_threads(job["threads"])
-    layers = collect_layers(job["size"])
-    rss_before = _rss_mb()
-    result: dict = {"layers": len(layers), "rss_before_mb": rss_before}
+    loaded = load_model(job["size"])
+    device = job.get("device", "cpu")
+    result: dict = {"layers": len(loaded.layers), "rss_before_mb": _rss_mb()}
     if job["kind"] == "tool":
+        run_tool(loaded, job["precision"], device)  # warm-up: first-call costs (pools, kernels, CUDA context)
         walls, cpus = [], []
         for _ in range(job["repeat"]):
             c0, t0 = time.process_time(), time.perf_counter()
-            run_tool(layers, job["precision"])
+            run_tool(loaded, job["precision"], device)
             walls.append(time.perf_counter() - t0)
             cpus.append(time.process_time() - c0)
         result.update(walls=walls, cpus=cpus)
+        if job.get("eigensolver"):
+            result["eigensolver_cpu_s"] = eigensolver_seconds(loaded, device)
     elif job["kind"] == "naive":
+        layers = naive_part(loaded.layers, job["part"], job["parts"])
         c0, t0 = time.process_time(), time.perf_counter()
         naive_spectra(layers)
-        result.update(walls=[time.perf_counter() - t0], cpus=[time.process_time() - c0])
+        result.update(walls=[time.perf_counter() - t0], cpus=[time.process_time() - c0], part_layers=len(layers))
     elif job["kind"] == "accuracy":
-        tool32 = [_full_values(r.spectrum) for r in run_tool(layers, "float32", keep=True)]
-        tool64 = [_full_values(r.spectrum) for r in run_tool(layers, "float64", keep=True)]
-        if job["reference"] == "naive":
-            ref = naive_spectra(layers)
-        else:
-            ref = tool64
+        reports32 = run_tool(loaded, "float32", device, keep=True).layers
+        tool32 = [_full_values(r.spectrum) for r in reports32]
+        tool64 = [_full_values(r.spectrum) for r in run_tool(loaded, "float64", "cpu", keep=True).layers]
+        ref = naive_spectra(loaded.layers) if job["reference"] == "naive" else tool64
         result["max_rel_float32"] = max(_max_rel(a, b) for a, b in zip(tool32, ref))
         result["max_rel_float64"] = max(_max_rel(a, b) for a, b in zip(tool64, ref))
         result["reference"] = job["reference"]
@@ -133,15 +186,38 @@ def worker(job: dict) -> dict:
 
 # ---------------------------------------------------------------- driver side
 
-def measure(job: dict) -> dict:
+def _command(job: dict) -> tuple[list[str], dict]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     if job["kind"] == "naive":
         for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[name] = str(job["blas_threads"])
-    done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], env=env, check=True,
-                          capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+            env[name] = "1"
+    return [sys.executable, __file__, "--worker", json.dumps(job)], env
+
+
+def _parse(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def measure(job: dict) -> dict:
+    cmd, env = _command(job)
+    return _parse(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout)
+
+
+def measure_naive(base: dict, size: int, parts: int) -> dict:
+    """The naive side split over ``parts`` processes started together; wall = the longest one's."""
+    procs = []
+    for part in range(parts):
+        cmd, env = _command({**base, "kind": "naive", "size": size, "part": part, "parts": parts})
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True))
+    results = []
+    for proc in procs:
+        out, _ = proc.communicate()
+        if proc.returncode:
+            raise RuntimeError(f"naive worker failed with exit code {proc.returncode}")
+        results.append(_parse(out))
+    return {"walls": [max(r["walls"][0] for r in results)], "cpus": [sum(r["cpus"][0] for r in results)],
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in results), "parts": results}
 
 
 def machine() -> dict:
@@ -153,20 +229,29 @@ def machine() -> dict:
                 break
     except OSError:
         pass
+    import numpy
     import torch
 
-    return {"cpu": model, "nproc": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-            "load_average": [round(v, 2) for v in os.getloadavg()]}
+    info = {"cpu": model, "nproc": os.cpu_count(), "torch": torch.__version__, "numpy": numpy.__version__,
+            "python": platform.python_version(), "load_average": [round(v, 2) for v in os.getloadavg()]}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, naive side at 32")
+    parser.add_argument("--quick", action="store_true", help="3 repeats, naive side at 32")
     parser.add_argument("--size", type=int, default=224, help="input size for the tool's timing (224)")
-    parser.add_argument("--naive-size", type=int, default=None, help="input size for the ratio (64; quick: 32)")
-    parser.add_argument("--repeat", type=int, default=None, help="timed runs of the tool (5; quick: 3)")
-    parser.add_argument("--threads", type=int, default=None, help="analysis threads (default: all cores)")
-    parser.add_argument("--naive-blas-threads", type=int, default=1, help="BLAS threads of the naive side (1)")
+    parser.add_argument("--naive-size", type=int, default=None, help="input size for the ratio (224; quick: 32)")
+    parser.add_argument("--repeat", type=int, default=None, help="timed runs of the tool (7; quick: 3)")
+    parser.add_argument("--threads", type=int, default=None, help="analysis threads and naive processes "
+                        "(default: all cores)")
+    parser.add_argument("--device", default="cpu", help="the tool's device: cpu (default) or cuda")
     parser.add_argument("--skip-naive", action="store_true", help="only the tool's timing and accuracy")
     parser.add_argument("--json", metavar="FILE", help="also write the numbers to FILE")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -177,44 +262,55 @@ def main(argv: list[str] | None = None) -> int:
     from cbn_inspect.analysis import available_cores
 
     threads = args.threads or available_cores()
-    repeat = args.repeat or (3 if args.quick else 5)
-    naive_size = args.naive_size or (32 if args.quick else 64)
-    base = {"threads": threads, "precision": "float32"}
+    repeat = args.repeat or (3 if args.quick else 7)
+    naive_size = args.naive_size or (32 if args.quick else args.size)
+    base = {"threads": threads, "precision": "float32", "device": args.device}
     info = machine()
-    print(f"machine: {info['cpu']}, {info['nproc']} cores, torch {info['torch']}, load average {info['load_average']}")
-    print(f"tool: {threads} analysis threads, float32 (default); naive: numpy float64, one frequency at a time, "
-          f"{args.naive_blas_threads} BLAS thread(s)")
-    results: dict = {"machine": info, "threads": threads}
+    print(f"machine: {info['cpu']}, {info['nproc']} cores{', ' + info['gpu'] if 'gpu' in info else ''}, "
+          f"torch {info['torch']}, numpy {info['numpy']}, load average {info['load_average']}")
+    print(f"tool: {threads} analysis threads, float32 (default), device {args.device}; naive: numpy float64, one "
+          f"frequency at a time, {threads} processes x 1 BLAS thread")
+    results: dict = {"machine": info, "threads": threads, "device": args.device}
 
-    tool = measure({**base, "kind": "tool", "size": args.size, "repeat": repeat})
+    tool = measure({**base, "kind": "tool", "size": args.size, "repeat": repeat, "eigensolver": True})
+    wall = statistics.median(tool["walls"])
     results["tool"] = tool
-    print(f"tool @ {args.size}: {tool['layers']} layers, wall median {statistics.median(tool['walls']):.2f} s "
-          f"(runs {', '.join(f'{w:.2f}' for w in tool['walls'])}), CPU median {statistics.median(tool['cpus']):.2f} s, "
-          f"peak RSS {tool['peak_rss_mb']:.0f} MB (before analysis {tool['rss_before_mb']:.0f} MB)")
-    tool64 = measure({**base, "kind": "tool", "size": args.size, "repeat": max(1, repeat // 2),
+    print(f"tool @ {args.size}: {tool['layers']} layers, wall median {wall:.2f} s "
+          f"(runs {', '.join(f'{w:.2f}' for w in tool['walls'])}), CPU median {statistics.median(tool['cpus']):.2f} s,"
+          f" peak RSS {tool['peak_rss_mb']:.0f} MB (before analysis {tool['rss_before_mb']:.0f} MB)")
+    eig = tool["eigensolver_cpu_s"]
+    print(f"  of which CPU in the Hermitian eigensolver: {eig:.2f} s; / {threads} threads = {eig / threads:.2f} s, "
+          "a floor for the wall time")
+    tool64 = measure({**base, "kind": "tool", "size": args.size, "repeat": max(1, repeat // 3),
                       "precision": "float64"})
     results["tool_float64"] = tool64
     print(f"tool @ {args.size}, --precision float64: wall median {statistics.median(tool64['walls']):.2f} s, "
           f"peak RSS {tool64['peak_rss_mb']:.0f} MB")
     acc = measure({**base, "kind": "accuracy", "size": args.size, "reference": "tool-float64"})
     results["accuracy"] = acc
-    print(f"accuracy @ {args.size} vs the tool's float64 SVD (values > {REL_FLOOR:g} x layer max): "
+    print(f"accuracy @ {args.size} vs the tool's float64 SVD on the CPU (values > {REL_FLOOR:g} x layer max): "
           f"float32 path {acc['max_rel_float32']:.2e}")
+    print(f"target: wall <= {TARGET_WALL_S:g} s: {_verdict(wall <= TARGET_WALL_S)}; "
+          f"rel diff < {TARGET_REL:g}: {_verdict(acc['max_rel_float32'] < TARGET_REL)}; "
+          f"peak RSS < {TARGET_RSS_MB} MB: {_verdict(tool['peak_rss_mb'] < TARGET_RSS_MB)}")
 
     if not args.skip_naive:
-        small = measure({**base, "kind": "tool", "size": naive_size, "repeat": repeat})
-        naive = measure({**base, "kind": "naive", "size": naive_size, "blas_threads": args.naive_blas_threads})
-        acc_small = measure({**base, "kind": "accuracy", "size": naive_size, "reference": "naive"})
-        ratio = statistics.median(naive["walls"]) / statistics.median(small["walls"])
-        results.update(tool_small=small, naive=naive, accuracy_naive=acc_small, ratio=ratio, naive_size=naive_size)
-        print(f"ratio measured at input {naive_size} (both sides, same layers and grids; the naive side is "
-              f"too slow at {args.size}):")
-        print(f"  tool  @ {naive_size}: wall median {statistics.median(small['walls']):.3f} s, "
-              f"peak RSS {small['peak_rss_mb']:.0f} MB")
-        print(f"  naive @ {naive_size}: wall {naive['walls'][0]:.1f} s, peak RSS {naive['peak_rss_mb']:.0f} MB")
-        print(f"  ratio naive / tool: {ratio:.0f}x")
-        print(f"  accuracy vs the naive float64 SVD: float32 path {acc_small['max_rel_float32']:.2e}, "
-              f"float64 path {acc_small['max_rel_float64']:.2e}")
+        small = tool if naive_size == args.size else measure(
+            {**base, "kind": "tool", "size": naive_size, "repeat": repeat})
+        naive = measure_naive(base, naive_size, threads)
+        ratio = naive["walls"][0] / statistics.median(small["walls"])
+        results.update(tool_small=small, naive=naive, ratio=ratio, naive_size=naive_size)
+        print(f"ratio at input {naive_size} (same layers and grids on both sides"
+              f"{'' if naive_size == args.size else f'; not {args.size}: the script was told --naive-size'}):")
+        print(f"  tool  @ {naive_size}: wall median {statistics.median(small['walls']):.3f} s")
+        print(f"  naive @ {naive_size}: wall {naive['walls'][0]:.1f} s ({threads} processes side by side, CPU "
+              f"{naive['cpus'][0]:.1f} s), peak RSS {naive['peak_rss_mb']:.0f} MB")
+        print(f"  ratio naive / tool: {ratio:.0f}x (target {TARGET_RATIO:g}x: {_verdict(ratio >= TARGET_RATIO)})")
+        if naive_size <= 64:  # the naive reference's own accuracy check: it keeps every value, so only small sizes
+            acc_small = measure({**base, "kind": "accuracy", "size": naive_size, "reference": "naive"})
+            results["accuracy_naive"] = acc_small
+            print(f"  accuracy vs the naive float64 SVD: float32 path {acc_small['max_rel_float32']:.2e}, "
+                  f"float64 path {acc_small['max_rel_float64']:.2e}")
     results["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     print(f"load average at the end: {results['machine']['load_average_end']}")
     if args.json:
