@@ -253,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: all cores)")
     parser.add_argument("--device", default="cpu", help="the tool's device: cpu (default) or cuda")
     parser.add_argument("--skip-naive", action="store_true", help="only the tool's timing and accuracy")
+    parser.add_argument("--skip-float64", action="store_true", help="no timing of --precision float64")
     parser.add_argument("--json", metavar="FILE", help="also write the numbers to FILE")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -281,11 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     eig = tool["eigensolver_cpu_s"]
     print(f"  of which CPU in the Hermitian eigensolver: {eig:.2f} s; / {threads} threads = {eig / threads:.2f} s, "
           "a floor for the wall time")
-    tool64 = measure({**base, "kind": "tool", "size": args.size, "repeat": max(1, repeat // 3),
-                      "precision": "float64"})
-    results["tool_float64"] = tool64
-    print(f"tool @ {args.size}, --precision float64: wall median {statistics.median(tool64['walls']):.2f} s, "
-          f"peak RSS {tool64['peak_rss_mb']:.0f} MB")
+    if not args.skip_float64:
+        tool64 = measure({**base, "kind": "tool", "size": args.size, "repeat": max(1, repeat // 3),
+                          "precision": "float64"})
+        results["tool_float64"] = tool64
+        print(f"tool @ {args.size}, --precision float64: wall median {statistics.median(tool64['walls']):.2f} s, "
+              f"peak RSS {tool64['peak_rss_mb']:.0f} MB")
     acc = measure({**base, "kind": "accuracy", "size": args.size, "reference": "tool-float64"})
     results["accuracy"] = acc
     print(f"accuracy @ {args.size} vs the tool's float64 SVD on the CPU (values > {REL_FLOOR:g} x layer max): "
