@@ -89,12 +89,21 @@ def submit_layer(layer: ConvLayer, weight: torch.Tensor, settings: Settings) -> 
 
     With ``threads`` workers, a caller that keeps up to ``threads`` layers in flight lets small layers
     (one tap, a single eigensolve) overlap the frequency chunks of big ones. Results do not depend on it.
+    On a GPU the layer runs here, in the caller's thread: the device serialises the work anyway, and torch's
+    CUDA linear algebra is loaded lazily in a way that two threads must not race (seen on an H100 with torch
+    2.11: "lazy wrapper should be called at most once").
     """
     if settings.threads is not None:
         configure_threads(settings.threads)
+    if settings.device != "cpu":
+        future: Future[LayerReport] = Future()
+        future.set_result(analyze_layer(layer, weight, settings))
+        return future
     return submit(analyze_layer, layer, weight, settings)
 
 
 def layers_in_flight(settings: Settings) -> int:
     """How many layers a caller of :func:`submit_layer` should keep in flight (bounds memory too)."""
+    if settings.device != "cpu":
+        return 1
     return settings.threads if settings.threads is not None else analysis_threads()
