@@ -302,8 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         naive = measure_naive(base, naive_size, threads)
         ratio = naive["walls"][0] / statistics.median(small["walls"])
         results.update(tool_small=small, naive=naive, ratio=ratio, naive_size=naive_size)
-        print(f"ratio at input {naive_size} (same layers and grids on both sides"
-              f"{'' if naive_size == args.size else f'; not {args.size}: the script was told --naive-size'}):")
+        where = "" if naive_size == args.size else f"; not {args.size}: --naive-size or --quick chose {naive_size}"
+        print(f"ratio at input {naive_size} (same layers and grids on both sides{where}):")
         print(f"  tool  @ {naive_size}: wall median {statistics.median(small['walls']):.3f} s")
         print(f"  naive @ {naive_size}: wall {naive['walls'][0]:.1f} s ({threads} processes side by side, CPU "
               f"{naive['cpus'][0]:.1f} s), peak RSS {naive['peak_rss_mb']:.0f} MB")
