@@ -14,10 +14,11 @@ What is measured, each in a fresh subprocess (so that peak RSS belongs to that m
   One more, untimed run records the CPU seconds spent inside the Hermitian eigensolver (LAPACK): divided by
   the threads, that is a floor no scheduling can beat.
 - naive: the same layers and grids, numpy float64: ``np.fft.fftn`` of the zero-padded (polyphase) kernel over
-  the full grid, then ``np.linalg.svd(compute_uv=False)`` at every frequency, one at a time. It gets the same
-  cores as the tool: the layers are split over ``--threads`` processes running side by side (one BLAS thread
-  each, longest-first), and its wall time is the longest process's. Measured at ``--naive-size`` for *both*
-  sides (224 by default: like with like at the target size).
+  the full grid, then ``np.linalg.svd(compute_uv=False)`` at every frequency, one at a time. By default it
+  gets the same cores as the tool: the layers are split over ``--threads`` processes running side by side
+  (one BLAS thread each, longest-first), and its wall time is the longest process's. ``--naive-processes 1
+  --naive-blas-threads 0`` runs it as written instead: one loop, numpy's own threading. Measured at
+  ``--naive-size`` for *both* sides (224 by default: like with like at the target size).
 - accuracy: the tool's float32 (default) and float64 paths against float64 references: the tool's float64
   SVD at ``--size`` and the naive SVD at the naive size. Relative differences are taken over singular values
   above 1e-3 of the layer's largest.
@@ -152,7 +153,8 @@ def _max_rel(values, reference) -> float:
 def worker(job: dict) -> dict:
     from cbn_inspect.analysis import configure_threads
 
-    configure_threads(job["threads"])
+    if job["kind"] != "naive":  # the naive side keeps numpy's own threading (or the BLAS threads it was given)
+        configure_threads(job["threads"])
     loaded = load_model(job["size"])
     device = job.get("device", "cpu")
     result: dict = {"layers": len(loaded.layers), "rss_before_mb": _rss_mb()}
@@ -189,9 +191,9 @@ def worker(job: dict) -> dict:
 def _command(job: dict) -> tuple[list[str], dict]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    if job["kind"] == "naive":
+    if job["kind"] == "naive" and job.get("blas_threads"):
         for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[name] = "1"
+            env[name] = str(job["blas_threads"])
     return [sys.executable, __file__, "--worker", json.dumps(job)], env
 
 
@@ -204,11 +206,12 @@ def measure(job: dict) -> dict:
     return _parse(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout)
 
 
-def measure_naive(base: dict, size: int, parts: int) -> dict:
+def measure_naive(base: dict, size: int, parts: int, blas_threads: int) -> dict:
     """The naive side split over ``parts`` processes started together; wall = the longest one's."""
     procs = []
     for part in range(parts):
-        cmd, env = _command({**base, "kind": "naive", "size": size, "part": part, "parts": parts})
+        cmd, env = _command({**base, "kind": "naive", "size": size, "part": part, "parts": parts,
+                             "blas_threads": blas_threads})
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True))
     results = []
     for proc in procs:
@@ -252,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="analysis threads and naive processes "
                         "(default: all cores)")
     parser.add_argument("--device", default="cpu", help="the tool's device: cpu (default) or cuda")
+    parser.add_argument("--naive-processes", type=int, default=None, help="processes the naive side's layers "
+                        "are split over (default: --threads; 1 = the naive loop as written)")
+    parser.add_argument("--naive-blas-threads", type=int, default=1, help="BLAS threads per naive process "
+                        "(1; 0 = numpy's default)")
     parser.add_argument("--skip-naive", action="store_true", help="only the tool's timing and accuracy")
     parser.add_argument("--skip-float64", action="store_true", help="no timing of --precision float64")
     parser.add_argument("--json", metavar="FILE", help="also write the numbers to FILE")
@@ -269,8 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     print(f"machine: {info['cpu']}, {info['nproc']} cores{', ' + info['gpu'] if 'gpu' in info else ''}, "
           f"torch {info['torch']}, numpy {info['numpy']}, load average {info['load_average']}")
+    processes = args.naive_processes or threads
+    blas = "numpy's default BLAS threads" if args.naive_blas_threads == 0 else f"{args.naive_blas_threads} BLAS thread(s)"
     print(f"tool: {threads} analysis threads, float32 (default), device {args.device}; naive: numpy float64, one "
-          f"frequency at a time, {threads} processes x 1 BLAS thread")
+          f"frequency at a time, {processes} process(es) x {blas}")
     results: dict = {"machine": info, "threads": threads, "device": args.device}
 
     tool = measure({**base, "kind": "tool", "size": args.size, "repeat": repeat, "eigensolver": True})
@@ -299,13 +308,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_naive:
         small = tool if naive_size == args.size else measure(
             {**base, "kind": "tool", "size": naive_size, "repeat": repeat})
-        naive = measure_naive(base, naive_size, threads)
+        naive = measure_naive(base, naive_size, processes, args.naive_blas_threads)
         ratio = naive["walls"][0] / statistics.median(small["walls"])
         results.update(tool_small=small, naive=naive, ratio=ratio, naive_size=naive_size)
         where = "" if naive_size == args.size else f"; not {args.size}: --naive-size or --quick chose {naive_size}"
         print(f"ratio at input {naive_size} (same layers and grids on both sides{where}):")
         print(f"  tool  @ {naive_size}: wall median {statistics.median(small['walls']):.3f} s")
-        print(f"  naive @ {naive_size}: wall {naive['walls'][0]:.1f} s ({threads} processes side by side, CPU "
+        print(f"  naive @ {naive_size}: wall {naive['walls'][0]:.1f} s ({processes} process(es) side by side, CPU "
               f"{naive['cpus'][0]:.1f} s), peak RSS {naive['peak_rss_mb']:.0f} MB")
         print(f"  ratio naive / tool: {ratio:.0f}x (target {TARGET_RATIO:g}x: {_verdict(ratio >= TARGET_RATIO)})")
         if naive_size <= 64:  # the naive reference's own accuracy check: it keeps every value, so only small sizes
