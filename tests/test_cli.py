@@ -159,3 +159,14 @@ def test_architecture_is_in_the_json(cli, tmp_path):
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     data = cli.json(path, "--arch", "timm:resnet18", "--input-size", "64")
     assert (data["source"]["architecture"], data["source"]["architecture_source"]) == ("timm:resnet18", "flag")
+
+
+def test_memory_budget_changes_nothing_but_memory(cli, planted_path):
+    default = json.loads(cli(planted_path, "--json", "-").stdout)
+    tight = cli(planted_path, "--memory-budget", "1", "--threads", "2", "--json", "-")
+    assert tight.exit_code == 0, tight.stderr
+    tight = json.loads(tight.stdout)
+    for key in ("bottleneck", "layers"):
+        a, b = json.dumps(default[key], sort_keys=True), json.dumps(tight[key], sort_keys=True)
+        assert a == b or key == "layers" and [x["metrics"] for x in default[key]] == [x["metrics"] for x in tight[key]]
+    assert cli(planted_path, "--memory-budget", "0").exit_code == 2

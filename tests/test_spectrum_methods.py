@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -104,3 +106,42 @@ def test_cuda_matches_cpu(precision, method):
     cpu = compute_spectrum(plan, precision=precision, method=method).values
     gpu = compute_spectrum(plan, precision=precision, method=method, device="cuda").values
     np.testing.assert_allclose(gpu, cpu, rtol=1e-4 if precision == "float32" else 1e-10, atol=1e-6 * cpu.max())
+
+
+_PEAK_SCRIPT = """
+import sys, torch
+from cbn_inspect.analysis import compute_spectrum, configure_threads, plan_kernel
+
+def peak_mb():  # VmHWM: this process's own high-water mark (ru_maxrss can carry the parent's after fork)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+
+configure_threads(1)  # one thread: the budget alone bounds the memory (threads add allocator arenas)
+torch.manual_seed(0)
+plan = plan_kernel(torch.randn(128, 128, 3, 3, dtype=torch.float64), (64, 64))
+compute_spectrum(plan_kernel(torch.randn(8, 8, 3, 3, dtype=torch.float64), (8, 8)))  # first-call costs
+before = peak_mb()
+values = compute_spectrum(plan, memory_budget_mb=int(sys.argv[1])).values
+print(peak_mb() - before, float(values.sum()))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_memory_budget_bounds_peak_memory():
+    """A 128-channel 3x3 layer on a 64x64 grid (2,080 Gram matrices, 545 MB if held at once): the growth of
+    peak RSS follows --memory-budget, and the values do not depend on it."""
+    import subprocess
+    import sys
+
+    def run(budget: int) -> tuple[float, float]:
+        done = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(budget)], capture_output=True, text=True,
+                              check=True)
+        grown, total = done.stdout.split()
+        return float(grown), float(total)
+
+    small, small_sum = run(8)
+    large, large_sum = run(1024)
+    assert small < 40, f"peak RSS grew {small:.0f} MB with an 8 MB budget"
+    assert large > 100, f"peak RSS grew only {large:.0f} MB with a 1 GB budget: the test no longer tests"
+    assert small_sum == pytest.approx(large_sum, rel=1e-12)

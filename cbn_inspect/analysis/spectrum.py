@@ -328,9 +328,10 @@ def compute_spectrum(
             source = _offset_gram_source(kernel, grid, freqs)
         else:
             source = _direct_gram_source(kernel, grid, freqs)
-        # per frequency: H, its real and imaginary parts and the solver's copy; plus W_hat(m) when direct
+        # per frequency: H, the solver's copy and slack; plus W_hat(m) when direct. The packed tap products
+        # take at most half the budget (_offsets_pay), the chunks in flight the other half.
         per_freq = 48 * g * co * co + (0 if by_offsets else 16 * g * co * ci)
-        step = _chunk_size(per_freq, memory_budget_mb, n_freq, workers)
+        step = _chunk_size(per_freq, memory_budget_mb // 2 if by_offsets else memory_budget_mb, n_freq, workers)
 
         def gram_chunk(start: int) -> np.ndarray:
             return _hermitian_values(source(start, min(start + step, n_freq)))

@@ -20,6 +20,7 @@ from ..errors import SOME_ITEMS_FAILED_EXIT, UsageError
 from ._app import Metric, Precision, Rule, app, guarded, stderr
 from ._options import (
     DegreeOption, DeviceOption, FoldBnOption, GridOption, KeyOption, LayersOption, MaxUtilisationOption,
+    MemoryBudgetOption,
     MinGapOption, PrecisionOption, SpectraOption, TolValueOption, ToleranceOption, TrustPickleOption,
     build_settings,
 )
@@ -99,12 +100,13 @@ def audit_command(
     device: DeviceOption = "cpu",
     min_gap: MinGapOption = 10.0,
     max_utilisation: MaxUtilisationOption = 0.5,
+    memory_budget: MemoryBudgetOption = 256,
 ) -> None:
     """Audit many checkpoints: one row each (JSONL/CSV), a summary table, resumable, local or on Dask."""
     from ..batch import AuditSummary, expand_sources, run_audit, write_csv
 
     settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, spectra,
-                              device, min_gap, max_utilisation)
+                              device, min_gap, max_utilisation, memory_budget=memory_budget)
     items = expand_sources(sources)
     if not items:
         raise UsageError("no checkpoints found in the sources given",

@@ -31,6 +31,7 @@ DeviceOption = Annotated[str, typer.Option("--device", help="cpu, or cuda where 
 MinGapOption = Annotated[float, typer.Option("--min-gap", help="Smallest kept / largest discarded value needed inside a bottleneck.")]
 ArchOption = Annotated[Optional[str], typer.Option("--arch", metavar="timm:NAME", help="Analyse the file's weights in this timm architecture (grids, strides and order traced; pretrained=False, nothing downloaded).")]
 InputSizeOption = Annotated[Optional[str], typer.Option("--input-size", metavar="N|HxW|CxHxW", help="Input size for the trace (default: the model's pretrained_cfg; needed for whole modules and TorchScript).")]
+MemoryBudgetOption = Annotated[int, typer.Option("--memory-budget", metavar="MB", min=1, help="Working memory for one layer's per-frequency matrices; big layers are split into chunks of frequencies to fit. Results do not depend on it.")]
 MaxUtilisationOption = Annotated[float, typer.Option("--max-utilisation", help="Largest share of capacity a bottleneck layer may use.")]
 
 
@@ -47,6 +48,7 @@ def build_settings(
     min_gap: float,
     max_utilisation: float,
     threads: int | None = None,
+    memory_budget: int = 256,
 ) -> Settings:
     """Validate the analysis options before any work starts, and turn them into :class:`Settings`."""
     parsed_grid = None
@@ -77,4 +79,5 @@ def build_settings(
         min_gap=min_gap,
         max_utilisation=max_utilisation,
         threads=threads,
+        memory_budget_mb=memory_budget,
     )

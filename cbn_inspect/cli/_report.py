@@ -16,6 +16,7 @@ from ._app import Metric, Precision, Rule, app, guarded, stderr
 from ._options import (
     ArchOption, InputSizeOption,
     DegreeOption, DeviceOption, FoldBnOption, GridOption, KeyOption, LayersOption, MaxUtilisationOption,
+    MemoryBudgetOption,
     MinGapOption, PrecisionOption, SpectraOption, TolValueOption, ToleranceOption, TrustPickleOption,
     build_settings,
 )
@@ -56,10 +57,11 @@ def report_command(
     device: DeviceOption = "cpu",
     min_gap: MinGapOption = 10.0,
     max_utilisation: MaxUtilisationOption = 0.5,
+    memory_budget: MemoryBudgetOption = 256,
 ) -> None:
     """Analyse one checkpoint: per-frequency spectra of every conv layer and the bottleneck they form."""
     settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, spectra,
-                              device, min_gap, max_utilisation, threads=threads)
+                              device, min_gap, max_utilisation, threads=threads, memory_budget=memory_budget)
     report = inspect_source(source, settings, trust_pickle=trust_pickle, key=key, arch=arch,
                             input_size=input_size)
     if json_out == "-":
