@@ -127,11 +127,12 @@ def parallel_map(func: Callable[[T], R], items: Iterable[T]) -> list[R]:
     return results
 
 
-def submit(func: Callable[..., R], *args: object) -> "Future[R]":
-    """Run ``func(*args)`` on a pool thread (inline, already done, when the analysis is single-threaded)."""
+def submit(func: Callable[..., R], *args: object, inline: bool = False) -> "Future[R]":
+    """Run ``func(*args)`` on a pool thread; here, already done, when the analysis is single-threaded, when
+    called from a pool thread, or with ``inline``. Either way its exception reaches ``future.result()``."""
     analysis_threads()
     pool = _STATE["pool"]
-    if pool is not None and not _in_worker():
+    if pool is not None and not _in_worker() and not inline:
         return pool.submit(func, *args)  # type: ignore[union-attr]
     future: Future[R] = Future()
     try:

@@ -6,7 +6,7 @@ Pure: the caller hands in the weight tensor (loading it is the loader's business
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import Future
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,6 +15,9 @@ from ._threads import analysis_threads, configure_threads, submit
 from .counting import count_modes
 from .geometry import plan_kernel
 from .spectrum import compute_spectrum
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 
 def resolve_grid(layer: ConvLayer, settings: Settings) -> ConvLayer:
@@ -95,11 +98,7 @@ def submit_layer(layer: ConvLayer, weight: torch.Tensor, settings: Settings) -> 
     """
     if settings.threads is not None:
         configure_threads(settings.threads)
-    if settings.device != "cpu":
-        future: Future[LayerReport] = Future()
-        future.set_result(analyze_layer(layer, weight, settings))
-        return future
-    return submit(analyze_layer, layer, weight, settings)
+    return submit(analyze_layer, layer, weight, settings, inline=settings.device != "cpu")
 
 
 def layers_in_flight(settings: Settings) -> int:

@@ -195,7 +195,7 @@ def _tap_products(kernel: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
     def product(index: int) -> None:
         ts = pairs[offsets[index]]
         left = stacked([t for t, _ in ts])
-        if on_cpu:  # numpy's BLAS: a symmetric product (delta = 0) as syrk, half the work; measured 2x there
+        if on_cpu:  # numpy's BLAS: a product with its own transpose (delta = 0) runs as syrk
             left_np = left.numpy()
             right_np = left_np if index == 0 else stacked([s for _, s in ts]).numpy()
             gram = torch.from_numpy(left_np @ right_np.transpose(0, 2, 1))
@@ -226,7 +226,7 @@ def _offset_gram_source(kernel: torch.Tensor, grid: tuple[int, ...], freqs: np.n
     def chunk(start: int, stop: int) -> torch.Tensor:
         phase = _phases(offsets, grid, freqs[start:stop]).T  # (F, D)
         coefficients = np.concatenate([np.cos(phase), np.sin(phase[:, 1:])], axis=1)
-        if packed_np is not None:  # numpy's BLAS: measured 1.5-3x faster than torch's for these thin products
+        if packed_np is not None:  # numpy's BLAS: faster than torch's for these thin products (benchmarks/README.md)
             return torch.from_numpy((coefficients @ packed_np).view(np.complex128).reshape(-1, g, n, n))
         product = torch.from_numpy(coefficients).to(packed.device) @ packed
         return torch.view_as_complex(product.reshape(-1, g, n, n, 2))
