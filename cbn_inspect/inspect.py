@@ -94,6 +94,7 @@ def inspect_source(
     source: str | Path,
     settings: Settings | None = None,
     *,
+    trust_code: bool = False,
     trust_pickle: bool = False,
     key: str | None = None,
     arch: str | None = None,
@@ -104,6 +105,6 @@ def inspect_source(
     ``arch`` (``timm:NAME``) and ``input_size`` (``N``, ``HxW``, ``CxHxW``) are passed to :func:`load`.
     """
     settings = settings or Settings()
-    loaded = load(source, trust_pickle=trust_pickle, key=key, fold_batchnorm=settings.fold_batchnorm,
+    loaded = load(source, trust_code=trust_code or trust_pickle, key=key, fold_batchnorm=settings.fold_batchnorm,
                   arch=arch, input_size=input_size)
     return analyze_model(loaded, settings)

@@ -14,7 +14,7 @@ from cbn_inspect.records import Settings
 
 
 class _Abort:
-    """Unpickling this calls os.abort(): the worker dies of SIGABRT (only with trust_pickle)."""
+    """Unpickling this calls os.abort(): the worker dies of SIGABRT (only with trust_code)."""
 
     def __reduce__(self):
         return (os.abort, ())
@@ -38,7 +38,7 @@ def test_crash_and_timeout_are_rows_and_the_batch_goes_on(tmp_path):
     torch.save({"x": _Abort()}, tmp_path / "crash.pt")
     torch.save({"x": _Hang()}, tmp_path / "hang.pt")
     items = [AuditItem(str(p)) for p in [tmp_path / "crash.pt", *good[:2], tmp_path / "hang.pt", *good[2:]]]
-    tasks = plan_tasks(items, Settings(), trust_pickle=True)
+    tasks = plan_tasks(items, Settings(), trust_code=True)
     started = time.monotonic()
     rows = {row.item: row for row in LocalExecutor(2, threads=1, timeout=2).run(tasks)}
     assert time.monotonic() - started < 40
@@ -60,7 +60,7 @@ def test_time_limit_where_the_worker_cannot_be_killed(tmp_path):
     import torch
 
     torch.save({"x": _ShortHang()}, tmp_path / "slow.pt")
-    task = plan_tasks([AuditItem(str(tmp_path / "slow.pt"))], Settings(), trust_pickle=True)[0]
+    task = plan_tasks([AuditItem(str(tmp_path / "slow.pt"))], Settings(), trust_code=True)[0]
     row = run_task_limited(task, timeout=0.3)
     assert row.error_kind == "timeout" and "background" in row.error_message
     good = write_small_zoo(tmp_path, 1)[0]

@@ -101,9 +101,9 @@ def test_content_hash_of_an_index_covers_its_shards(tmp_path):
 
 
 def test_settings_hash_changes_with_anything_that_changes_a_report():
-    base = settings_hash(settings_to_dict(Settings()), trust_pickle=False, key=None, spectra=False)
-    assert base == settings_hash(settings_to_dict(Settings()), trust_pickle=False, key=None, spectra=False)
+    base = settings_hash(settings_to_dict(Settings()), trust_code=False, key=None, spectra=False)
+    assert base == settings_hash(settings_to_dict(Settings()), trust_code=False, key=None, spectra=False)
     other = Settings(tolerance=ToleranceRule("gap", 0.0))
-    assert settings_hash(settings_to_dict(other), trust_pickle=False, key=None, spectra=False) != base
-    assert settings_hash(settings_to_dict(Settings()), trust_pickle=False, key="ema", spectra=False) != base
-    assert settings_hash(settings_to_dict(Settings()), trust_pickle=False, key=None, spectra=True) != base
+    assert settings_hash(settings_to_dict(other), trust_code=False, key=None, spectra=False) != base
+    assert settings_hash(settings_to_dict(Settings()), trust_code=False, key="ema", spectra=False) != base
+    assert settings_hash(settings_to_dict(Settings()), trust_code=False, key=None, spectra=True) != base

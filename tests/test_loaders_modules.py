@@ -31,12 +31,12 @@ def test_pickled_module_refused_without_trust(tmp_path):
 def test_pickled_module_traced_with_trust(tmp_path):
     path = tmp_path / "whole.pt"
     torch.save(small_net(), path)
-    loaded = load(path, trust_pickle=True, input_size="16")
+    loaded = load(path, trust_code=True, input_size="16")
     assert loaded.order_source == "trace"
     assert [layer.grid for layer in loaded.layers] == [(16, 16), (8, 8), (8, 8)]
     assert loaded.layers[0].batchnorm.name == "1"
     assert loaded.layers[1].groups == 2 and loaded.layers[1].padding_mode == "circular"
-    untraced = load(path, trust_pickle=True)
+    untraced = load(path, trust_code=True)
     assert all(layer.grid is None for layer in untraced.layers)
     assert any("--input-size" in n for n in untraced.source.notes)
     assert untraced.layers[1].groups == 2  # declared by the module even without a trace
@@ -45,7 +45,7 @@ def test_pickled_module_traced_with_trust(tmp_path):
 def test_checkpoint_dict_holding_a_module(tmp_path):
     path = tmp_path / "ckpt.pt"
     torch.save({"model": small_net(), "epoch": 3}, path)
-    loaded = load(path, trust_pickle=True, input_size="3x16x16")
+    loaded = load(path, trust_code=True, input_size="3x16x16")
     assert len(loaded.layers) == 3 and loaded.layers[2].grid == (8, 8)
 
 

@@ -52,16 +52,16 @@ def plan_tasks(
     items: Iterable[AuditItem],
     settings: Settings,
     *,
-    trust_pickle: bool = False,
+    trust_code: bool = False,
     key: str | None = None,
     threads: int | None = None,
 ) -> list[AuditTask]:
     """A task per item, keyed by the item's content hash and everything that changes its report."""
-    digest = settings_hash(settings_to_dict(settings), trust_pickle=trust_pickle, key=key,
+    digest = settings_hash(settings_to_dict(settings), trust_code=trust_code, key=key,
                            spectra=settings.keep_spectra)
     return [
         AuditTask(item=item, key=row_key(content_hash(item), digest), settings=settings,
-                  trust_pickle=trust_pickle, checkpoint_key=key, threads=threads)
+                  trust_code=trust_code, checkpoint_key=key, threads=threads)
         for item in items
     ]
 
@@ -95,7 +95,7 @@ def run_audit(
     threads: int | None = None,
     timeout: float | None = None,
     scheduler: str | None = None,
-    trust_pickle: bool = False,
+    trust_code: bool = False,
     key: str | None = None,
     progress: ProgressSink | None = None,
 ) -> AuditResult:
@@ -104,7 +104,7 @@ def run_audit(
     runner = make_executor(executor, jobs=jobs, threads=threads, timeout=timeout, scheduler=scheduler)
     items = list(items) if items is not None else expand_sources(sources or [])
     started = time.perf_counter()
-    tasks = plan_tasks(items, settings, trust_pickle=trust_pickle, key=key,
+    tasks = plan_tasks(items, settings, trust_code=trust_code, key=key,
                        threads=threads if executor == "dask" else getattr(runner, "threads", threads))
     wanted = {(t.item.source, t.key) for t in tasks}
 

@@ -38,7 +38,7 @@ class AuditTask:
     item: AuditItem
     key: str
     settings: Settings
-    trust_pickle: bool = False
+    trust_code: bool = False
     checkpoint_key: str | None = None
     threads: int | None = None
 

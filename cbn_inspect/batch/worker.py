@@ -57,7 +57,7 @@ def run_task(task: AuditTask) -> AuditRow:
     if task.threads:
         configure_threads(task.threads)
     try:
-        report = inspect_source(task.item.source, task.settings, trust_pickle=task.trust_pickle,
+        report = inspect_source(task.item.source, task.settings, trust_code=task.trust_code,
                                 key=task.checkpoint_key)
         data = report_to_dict(report)
     except CbnError as error:

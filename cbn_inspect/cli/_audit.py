@@ -21,7 +21,7 @@ from ._app import Metric, Precision, Rule, app, guarded, stderr
 from ._options import (
     DegreeOption, DeviceOption, FoldBnOption, GridOption, KeyOption, LayersOption, MaxUtilisationOption,
     MemoryBudgetOption,
-    MinGapOption, PrecisionOption, SpectraOption, TolValueOption, ToleranceOption, TrustPickleOption,
+    MinGapOption, PrecisionOption, SpectraOption, TolValueOption, ToleranceOption, TrustCodeOption,
     build_settings,
 )
 
@@ -95,7 +95,7 @@ def audit_command(
     degree: DegreeOption = Metric.l1,
     precision: PrecisionOption = Precision.float32,
     fold_bn: FoldBnOption = True,
-    trust_pickle: TrustPickleOption = False,
+    trust_code: TrustCodeOption = False,
     key: KeyOption = None,
     device: DeviceOption = "cpu",
     min_gap: MinGapOption = 10.0,
@@ -115,7 +115,7 @@ def audit_command(
     try:
         result = run_audit(settings=settings, items=items, out=out, force=force, executor=executor.value,
                            jobs=jobs, threads=threads, timeout=timeout, scheduler=scheduler,
-                           trust_pickle=trust_pickle, key=key, progress=progress)
+                           trust_code=trust_code, key=key, progress=progress)
     finally:
         if progress is not None:
             progress.stop()

@@ -19,7 +19,7 @@ from rich.table import Table
 from ..loaders import load
 from ..records import ConvLayer, LoadedModel
 from ._app import app, guarded
-from ._options import ArchOption, InputSizeOption, KeyOption, TrustPickleOption
+from ._options import ArchOption, InputSizeOption, KeyOption, TrustCodeOption
 
 
 def _axes(values) -> str:
@@ -86,11 +86,11 @@ def layers_command(
     json_out: Annotated[Optional[str], typer.Option("--json", metavar="FILE", help="Write the listing as JSON to FILE; `-` for stdout.")] = None,
     arch: ArchOption = None,
     input_size: InputSizeOption = None,
-    trust_pickle: TrustPickleOption = False,
+    trust_code: TrustCodeOption = False,
     key: KeyOption = None,
 ) -> None:
     """List the conv layers found (name, kind, shape, groups, stride, grid, dtype, notes); no spectra."""
-    loaded = load(source, trust_pickle=trust_pickle, key=key, fold_batchnorm=False, arch=arch,
+    loaded = load(source, trust_code=trust_code, key=key, fold_batchnorm=False, arch=arch,
                   input_size=input_size)
     data = listing(loaded)
     if json_out == "-":

@@ -25,7 +25,7 @@ TolValueOption = Annotated[Optional[float], typer.Option("--tol-value", help="Pa
 DegreeOption = Annotated[Metric, typer.Option("--degree", help="How frequency degree combines axes: l1 (sum) or linf (max).")]
 PrecisionOption = Annotated[Precision, typer.Option("--precision", help="float32: fast, 1e-4 relative on values above 1e-3 of the largest; float64: reference SVDs.")]
 FoldBnOption = Annotated[bool, typer.Option("--fold-bn/--no-fold-bn", help="Fold a BatchNorm that follows a conv into it.")]
-TrustPickleOption = Annotated[bool, typer.Option("--trust-pickle", help="Allow pickles that need more than tensors. Runs code from the file: only for files you trust.")]
+TrustCodeOption = Annotated[bool, typer.Option("--trust-code", "--trust-pickle", help="Let the file run code: unpickle whole modules and other objects, and execute TorchScript programs (traced grids, --activations). The file's code then runs with your permissions and can read, write and delete files: only for files you trust. --trust-pickle is an alias.")]
 KeyOption = Annotated[Optional[str], typer.Option("--key", help="Entry of a checkpoint dict holding the weights, e.g. state_dict_ema.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="cpu, or cuda where a GPU is present.")]
 MinGapOption = Annotated[float, typer.Option("--min-gap", help="Smallest kept / largest discarded value needed inside a bottleneck.")]

@@ -17,7 +17,7 @@ from ._options import (
     ArchOption, InputSizeOption,
     DegreeOption, DeviceOption, FoldBnOption, GridOption, KeyOption, LayersOption, MaxUtilisationOption,
     MemoryBudgetOption,
-    MinGapOption, PrecisionOption, SpectraOption, TolValueOption, ToleranceOption, TrustPickleOption,
+    MinGapOption, PrecisionOption, SpectraOption, TolValueOption, ToleranceOption, TrustCodeOption,
     build_settings,
 )
 
@@ -49,7 +49,7 @@ def report_command(
     degree: DegreeOption = Metric.l1,
     precision: PrecisionOption = Precision.float32,
     fold_bn: FoldBnOption = True,
-    trust_pickle: TrustPickleOption = False,
+    trust_code: TrustCodeOption = False,
     key: KeyOption = None,
     arch: ArchOption = None,
     input_size: InputSizeOption = None,
@@ -62,7 +62,7 @@ def report_command(
     """Analyse one checkpoint: per-frequency spectra of every conv layer and the bottleneck they form."""
     settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, spectra,
                               device, min_gap, max_utilisation, threads=threads, memory_budget=memory_budget)
-    report = inspect_source(source, settings, trust_pickle=trust_pickle, key=key, arch=arch,
+    report = inspect_source(source, settings, trust_code=trust_code, key=key, arch=arch,
                             input_size=input_size)
     if json_out == "-":
         sys.stdout.write(to_json(report) + "\n")

@@ -86,6 +86,7 @@ def _resolve_path(source: str | Path) -> Path:
 def load(
     source: str | Path,
     *,
+    trust_code: bool = False,
     trust_pickle: bool = False,
     key: str | None = None,
     fold_batchnorm: bool = True,
@@ -99,6 +100,7 @@ def load(
     (``N``, ``HxW`` or ``CxHxW``) overrides the input size traced; ``identify=False`` skips matching a bare
     state dict against timm's registry.
     """
+    trust_code = trust_code or trust_pickle  # the older name, kept as an alias
     size = parse_input_size(input_size)
     text = str(source)
     if text.startswith(TIMM_PREFIX) and not Path(text).exists():
@@ -126,13 +128,13 @@ def load(
             return read_onnx(path, fold_batchnorm=fold_batchnorm)
         from ._torchscript import read_torchscript
 
-        return read_torchscript(path, size=size, fold_batchnorm=fold_batchnorm)
+        return read_torchscript(path, size=size, fold_batchnorm=fold_batchnorm, trust_code=trust_code)
     if fmt == "safetensors":
         entries, info = read_safetensors(path)
     elif fmt == "safetensors-index":
         entries, info = read_sharded(path)
     else:
-        chosen, notes, metadata = read_torch_object(path, trust=trust_pickle, key=key)
+        chosen, notes, metadata = read_torch_object(path, trust=trust_code, key=key)
         from ..records import SourceInfo
 
         info = SourceInfo(path=str(path), format="pytorch", metadata=metadata, notes=tuple(notes))

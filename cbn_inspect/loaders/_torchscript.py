@@ -106,7 +106,8 @@ def _padding_modes(program: Any) -> dict[str, str]:
     return modes
 
 
-def read_torchscript(path: Path, *, size: tuple[int, ...] | None, fold_batchnorm: bool) -> LoadedModel:
+def read_torchscript(path: Path, *, size: tuple[int, ...] | None, fold_batchnorm: bool,
+                     trust_code: bool = False) -> LoadedModel:
     program = _jit_load(path)
     info = SourceInfo(path=str(path), format="torchscript")
     tensors = {n: t for n, t in program.state_dict().items()}
