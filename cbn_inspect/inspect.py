@@ -15,7 +15,7 @@ from pathlib import Path
 from .analysis import layers_in_flight, locate_bottleneck, resolve_grid, submit_layer
 from .errors import CbnError, NothingToAnalyseError, UnreadableInputError, UsageError
 from .loaders import load
-from .records import LayerReport, LoadedModel, ModelReport, Settings
+from .records import LayerEvidence, LayerReport, LoadedModel, ModelReport, Settings
 
 
 def _select_layers(loaded: LoadedModel, pattern: str | None):
@@ -41,10 +41,22 @@ def _warnings(loaded: LoadedModel, reports: list[LayerReport], settings: Setting
     if any(r.layer.geometry_source == "assumed" for r in reports):
         out.append("groups, stride and padding are not declared by this checkpoint: assumed groups=1, "
                    "stride 1; spectra assume circular padding (approximate)")
+    wrapped = [r.layer.name for r in reports if "wrapped-kernel" in r.flags]
+    if wrapped:
+        out.append(f"{len(wrapped)} layer(s) have kernels larger than their grid ({', '.join(wrapped[:5])}"
+                   f"{', ...' if len(wrapped) > 5 else ''}): their taps were wrapped, so their spectra are those "
+                   f"of the wrapped operator, not of the layer the network runs (exact: false; no strong call)")
     flagged = [r.layer.name for r in reports if "nonfinite" in r.flags]
     if flagged:
         out.append(f"{len(flagged)} layer(s) hold NaN/Inf weights and were not analysed: {', '.join(flagged[:5])}")
     return out
+
+
+def layer_evidence(report: LayerReport) -> LayerEvidence:
+    """What the bottleneck call may use of an analysed layer besides its counts."""
+    layer = report.layer
+    return LayerEvidence(in_channels=layer.in_channels, out_channels=layer.out_channels, grid=layer.grid,
+                         exact=report.exact, wrapped="wrapped-kernel" in report.flags)
 
 
 def analyze_model(loaded: LoadedModel, settings: Settings | None = None) -> ModelReport:
@@ -77,7 +89,8 @@ def analyze_model(loaded: LoadedModel, settings: Settings | None = None) -> Mode
         for future in pending:
             future.cancel()
     names = [r.layer.name for r in reports]
-    bottleneck = locate_bottleneck(names, [r.metrics for r in reports], settings)
+    bottleneck = locate_bottleneck(names, [r.metrics for r in reports], settings,
+                                   layers=[layer_evidence(r) for r in reports])
     return ModelReport(
         source=loaded.source,
         settings=settings,

@@ -134,17 +134,27 @@ class Spectrum:
     multiplicity: np.ndarray  # (F,) int64, 1 or 2
     values: np.ndarray  # (F, r) float64, descending per row
     exact: bool = True
+    # The most singular values a frequency can hold, given the geometry (union over groups); None = r. Below r
+    # for a strided conv whose kernel leaves polyphase components empty (a strided 1x1 conv): those columns
+    # are structural zeros, neither capacity nor discarded values.
+    rank_bound: int | None = None
+
+    @property
+    def width(self) -> int:
+        """Singular values per frequency that the layer can hold (structural zeros left out)."""
+        r = self.values.shape[1]
+        return r if self.rank_bound is None else min(r, self.rank_bound)
 
     @property
     def count(self) -> int:
-        """Number of singular values of the whole operator (all frequencies of the full grid)."""
-        return int(self.multiplicity.sum()) * self.values.shape[1]
+        """Number of singular values of the whole operator that can be non-zero (all frequencies of the full grid)."""
+        return int(self.multiplicity.sum()) * self.width
 
     def full(self) -> list[tuple[tuple[int, ...], np.ndarray]]:
         """Every frequency of the full grid with its singular values, in row-major frequency order."""
         grid = np.asarray(self.grid)
         rows: dict[tuple[int, ...], np.ndarray] = {}
-        for freq, mult, vals in zip(self.frequencies, self.multiplicity, self.values):
+        for freq, mult, vals in zip(self.frequencies, self.multiplicity, self.values[:, : self.width]):
             rows[tuple(int(v) for v in freq)] = vals
             if mult == 2:
                 rows[tuple(int(v) for v in (-freq) % grid)] = vals
@@ -190,6 +200,17 @@ class LayerMetrics:
     kept_frequencies: tuple[tuple[tuple[int, ...], int], ...]  # (representative frequency, kept count)
     grid: tuple[int, ...] = ()  # the grid the frequencies live on
     profile: tuple[float, ...] = ()  # all singular values sorted descending, sampled at PROFILE_POINTS quantiles
+    leading: tuple[float, ...] = ()  # the largest singular values (full grid, with multiplicity), descending, at most LEADING_POINTS
+
+    def gap_at(self, count: int) -> float | None:
+        """sigma_count / sigma_(count+1) of the sorted full-grid spectrum: how clean a split after ``count``
+        values would be. The layer's own ``gap_ratio`` when ``count`` is its mode count; None when unknown."""
+        if count == self.mode_count:
+            return self.gap_ratio
+        if count < 1 or count >= len(self.leading):
+            return None
+        below = max(self.leading[count], self.spectral_norm * 1e-7)
+        return self.leading[count - 1] / below if below > 0 else None
 
     def kept_on_full_grid(self) -> tuple[tuple[tuple[int, ...], int], ...]:
         """Kept counts at every frequency of the full grid (each representative and its mirror), sorted."""
@@ -240,6 +261,29 @@ class Bottleneck:
     plateau_length: int = 0
     consistent_type: bool = False
     candidate: Mapping[str, Any] | None = None  # the best run examined, when found is False
+    # What the call rests on (issue 16): layers left out of the main path, edge layers trimmed off the run,
+    # the best candidate not reported and why, and a cap on the label (wrapped kernels), each with a reason.
+    members: tuple[int, ...] = ()  # indices of the run's layers (side layers inside the span left out)
+    side_layers: tuple[tuple[int, str], ...] = ()  # (index, why it is off the main path)
+    trimmed: tuple[tuple[int, str], ...] = ()  # (index, why this entry/exit layer is not part of the plateau)
+    rejected: Mapping[str, Any] | None = None  # start, end, start_index, end_index, rank, strength, reason
+    wrapped_layers: tuple[int, ...] = ()  # run layers analysed with taps wrapped (grid smaller than the kernel)
+    label_cap: str | None = None  # why the label is lower than the evidence alone would give
+
+
+@dataclass(frozen=True)
+class LayerEvidence:
+    """What the bottleneck call may know about a layer besides its counts (all optional).
+
+    Weight spectra fill it from :class:`LayerReport`; an activation profile can fill what it knows.
+    ``grid`` is the layer's input grid; ``wrapped`` says the kernel was larger than the grid (taps wrapped).
+    """
+
+    in_channels: int | None = None
+    out_channels: int | None = None
+    grid: tuple[int, ...] | None = None
+    exact: bool = True
+    wrapped: bool = False
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,28 @@
 
 The call is a heuristic built on three kinds of evidence, each reported on its own:
 
-- plateau: a contiguous run of interior layers (entered after the first ``edge`` layers, left before the
-  last ``edge``) whose mode counts stay within ``plateau_tolerance`` of the lowest interior count;
+- plateau: a contiguous run of main-path layers (entered after the first ``edge`` layers of the path, left
+  before the last ``edge``) whose mode counts stay within ``plateau_tolerance`` of the run's lowest, the
+  run's rank. Side layers (:mod:`._path`: SE pairs, gates, heads, 1x1-grid layers) are transparent: they
+  neither break a run nor belong to one. Layers not analysed, or with all weights zero, break runs.
 - utilisation: the run's largest mode count / capacity must stay at or below ``max_utilisation``;
 - gap: the smallest kept singular value over the largest discarded one, per layer. The call needs a median
   over the run of at least ``weak_gap``; the bottleneck is *clean* when every layer of the run reaches
-  ``min_gap``, and is labelled ``weak`` otherwise (a few layers with values between the kept and the
-  discarded ones must not hide a plateau, nor pass for a clean one).
+  ``min_gap``, and is labelled ``weak`` otherwise.
 
-``strength`` (0..1) is the product of a gap score (log10 of the median gap over 2, clipped), a utilisation score
-(1 - utilisation / max_utilisation, clipped) and a plateau score (run length / 3, clipped). It is
+Every candidate run is examined, not only the one at the lowest count: for each count level, the maximal
+runs at that level that no lower layer borders (a valley, not a step on the way down). Each candidate's
+edges follow the evidence: an end layer whose gap at the run's rank is below ``min_gap`` and more than
+``EDGE_FACTOR`` times below the median of the other layers' gaps is an entry or exit layer and is trimmed
+off (while the run keeps ``min_plateau`` layers). The best-supported candidate is reported: one that
+passes every test before one that does not, then the higher strength, the longer run, the lower rank. The
+runner-up (or, when nothing passes, the best candidate) is reported as ``rejected``, with why.
+
+A run with a layer analysed with wrapped taps (grid smaller than the kernel) is never labelled better than
+``weak``: its spectra are of the wrapped operator, not of the layer the network runs.
+
+``strength`` (0..1) is the product of a gap score (log10 of the median gap over 2, clipped), a utilisation
+score (1 - utilisation / max_utilisation, clipped) and a plateau score (run length / 3, clipped). It is
 computed for the best candidate run even when no bottleneck is called, so that checkpoints of one training
 run can be compared. Pure code: no I/O.
 """
@@ -20,19 +32,13 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import dataclass
 from typing import Sequence
 
-from ..records import Bottleneck, LayerMetrics, Settings
+from ..records import Bottleneck, LayerEvidence, LayerMetrics, Settings
+from ._path import side_layers
 
-
-def _runs(indices: list[int]) -> list[list[int]]:
-    runs: list[list[int]] = []
-    for i in indices:
-        if runs and runs[-1][-1] == i - 1:
-            runs[-1].append(i)
-        else:
-            runs.append([i])
-    return runs
+EDGE_FACTOR = 10.0  # an end layer this many times below the rest of the run (in gap) is not on the plateau
 
 
 def _strength(gap: float, utilisation: float, length: int, settings: Settings) -> float:
@@ -46,71 +52,188 @@ def _label(strength: float) -> str:
     return "strong" if strength >= 0.6 else "moderate" if strength >= 0.3 else "weak"
 
 
-def locate_bottleneck(
-    names: Sequence[str], metrics: Sequence[LayerMetrics | None], settings: Settings
-) -> Bottleneck:
-    """The bottleneck of layers in data-flow order; ``metrics[i]`` is None for a layer not analysed."""
-    metric = settings.degree_metric
-    edge = settings.edge_layers
-    # Layers not analysed, and layers whose weights are all zero (nothing flows through them: e.g. timm's
-    # zero-initialised last BatchNorm of a residual block, folded in), are not candidates.
-    interior = [i for i in range(edge, len(names) - edge)
-                if metrics[i] is not None and metrics[i].spectral_norm > 0]  # type: ignore[union-attr]
-    if len(interior) < settings.min_plateau:
-        need = 2 * edge + settings.min_plateau
-        return Bottleneck(
-            found=False, reason=f"too few analysed layers ({len(names)}); a bottleneck needs at least {need}"
-        )
-    lowest = min(metrics[i].mode_count for i in interior)  # type: ignore[union-attr]
-    limit = lowest * (1.0 + settings.plateau_tolerance)
-    low = [i for i in interior if metrics[i].mode_count <= limit]  # type: ignore[union-attr]
-    candidates = [r for r in _runs(low) if any(metrics[i].mode_count == lowest for i in r)]  # type: ignore
-    run = max(candidates, key=len)
-
-    run_metrics = [metrics[i] for i in run]
-    narrowest = next(m for m in run_metrics if m.mode_count == lowest)  # type: ignore[union-attr]
+def _gap(m: LayerMetrics) -> float:
     # A layer that discards nothing has no split at all: its gap counts as 1.
-    gaps = [m.gap_ratio if m.gap_ratio is not None else 1.0 for m in run_metrics]  # type: ignore[union-attr]
-    gap, typical_gap = min(gaps), float(statistics.median(gaps))
-    clean_layers = sum(g >= settings.min_gap for g in gaps)
-    utilisation = max(m.utilisation for m in run_metrics)  # type: ignore[union-attr]
-    types = [dict(m.degree_counts[metric]) for m in run_metrics]  # type: ignore[union-attr]
-    clean = gap >= settings.min_gap
-    strength = _strength(typical_gap, utilisation, len(run), settings)
-    start, end = names[run[0]], names[run[-1]]
+    return m.gap_ratio if m.gap_ratio is not None else 1.0
 
+
+@dataclass(frozen=True)
+class _Candidate:
+    run: tuple[int, ...]
+    rank: int
+    trimmed: tuple[tuple[int, str], ...]
+    gaps: tuple[float, ...]
+    utilisation: float
+    strength: float
+    failures: tuple[str, ...]
+
+    @property
+    def passes(self) -> bool:
+        return not self.failures
+
+    def key(self) -> tuple:
+        return (self.passes, self.strength, len(self.run), -self.rank)
+
+
+def _candidate_runs(segments: list[list[int]], counts: dict[int, int], tolerance: float) -> list[list[int]]:
+    """Maximal runs per count level that no lower layer of the segment borders (module docstring)."""
+    out = []
+    for seg in segments:
+        for level in sorted({counts[i] for i in seg}):
+            limit = level * (1.0 + tolerance)
+            current: list[int] = []
+            for pos, i in enumerate(seg + [None]):  # type: ignore[operator]
+                if i is not None and level <= counts[i] <= limit:
+                    current.append(i)
+                    continue
+                if current and any(counts[j] == level for j in current):
+                    first, last = seg.index(current[0]), seg.index(current[-1])
+                    bordered_lower = (first > 0 and counts[seg[first - 1]] < level) or (
+                        last + 1 < len(seg) and counts[seg[last + 1]] < level)
+                    if not bordered_lower:
+                        out.append(current)
+                current = []
+    return out
+
+
+def _trim(run: list[int], metrics: Sequence[LayerMetrics], names: Sequence[str],
+          settings: Settings) -> tuple[list[int], list[tuple[int, str]]]:
+    """Drop entry/exit layers whose gap at the run's rank is far below the rest of the run."""
+    trimmed: list[tuple[int, str]] = []
+    while len(run) > settings.min_plateau:
+        rank = min(metrics[i].mode_count for i in run)
+        worst = None
+        for end in (0, len(run) - 1):
+            m = metrics[run[end]]
+            at_rank = m.gap_at(rank)
+            gap = at_rank if at_rank is not None else _gap(m)
+            rest = statistics.median(_gap(metrics[j]) for k, j in enumerate(run) if k != end)
+            if gap < settings.min_gap and gap * EDGE_FACTOR < rest and (worst is None or gap / rest < worst[0]):
+                worst = (gap / rest, end, gap, rest)
+        if worst is None:
+            break
+        _, end, gap, rest = worst
+        index = run.pop(end)
+        trimmed.append((index, f"{'entry' if end == 0 else 'exit'} layer: its gap at {rank} modes is "
+                               f"{gap:.3g}x, far below the rest of the run (median {rest:.3g}x)"))
+    return run, trimmed
+
+
+def _evaluate(run: list[int], metrics: Sequence[LayerMetrics], names: Sequence[str],
+              settings: Settings) -> _Candidate:
+    run, trimmed = _trim(list(run), metrics, names, settings)
+    run_metrics = [metrics[i] for i in run]
+    rank = min(m.mode_count for m in run_metrics)
+    gaps = tuple(_gap(m) for m in run_metrics)
+    typical = float(statistics.median(gaps))
+    utilisation = max(m.utilisation for m in run_metrics)
     failures = []
     if len(run) < settings.min_plateau:
-        failures.append(
-            f"the lowest mode count ({lowest}, layer {start}) does not persist over {settings.min_plateau} layers"
-        )
+        failures.append(f"the lowest mode count ({rank}, layer {names[run[0]]}) does not persist over "
+                        f"{settings.min_plateau} layers")
     if utilisation > settings.max_utilisation:
-        failures.append(
-            f"the narrowest layers still use {utilisation:.0%} of their capacity "
-            f"(a bottleneck uses at most {settings.max_utilisation:.0%})"
-        )
-    if typical_gap <= 1.0:
+        failures.append(f"the narrowest layers still use {utilisation:.0%} of their capacity "
+                        f"(a bottleneck uses at most {settings.max_utilisation:.0%})")
+    if typical <= 1.0:
         failures.append("no split between kept and discarded singular values")
-    elif typical_gap < settings.weak_gap:
-        failures.append(
-            f"kept singular values are only {typical_gap:.3g}x above the discarded ones (median over the "
-            f"run; a split needs {settings.weak_gap:g}x, a clean one {settings.min_gap:g}x)"
-        )
-    found = not failures
+    elif typical < settings.weak_gap:
+        failures.append(f"kept singular values are only {typical:.3g}x above the discarded ones (median over the "
+                        f"run; a split needs {settings.weak_gap:g}x, a clean one {settings.min_gap:g}x)")
+    return _Candidate(run=tuple(run), rank=rank, trimmed=tuple(trimmed), gaps=gaps, utilisation=utilisation,
+                      strength=_strength(typical, utilisation, len(run), settings), failures=tuple(failures))
+
+
+def _describe(c: _Candidate, names: Sequence[str], reason: str) -> dict:
+    return {"start": names[c.run[0]], "end": names[c.run[-1]], "start_index": c.run[0], "end_index": c.run[-1],
+            "rank": c.rank, "strength": c.strength, "reason": reason}
+
+
+def _rejection(other: _Candidate, best: _Candidate) -> str:
+    if not other.passes:
+        return "; ".join(other.failures)
+    return (f"weaker support than the reported run (strength {other.strength:.2f} against {best.strength:.2f}, "
+            f"{len(other.run)} layers against {len(best.run)})")
+
+
+def locate_bottleneck(
+    names: Sequence[str],
+    metrics: Sequence[LayerMetrics | None],
+    settings: Settings,
+    *,
+    layers: Sequence[LayerEvidence | None] | None = None,
+) -> Bottleneck:
+    """The bottleneck of layers in data-flow order; ``metrics[i]`` is None for a layer not analysed.
+
+    ``layers`` (optional, one per name) adds what the counts alone do not say: channels and grids (to find
+    side layers) and whether taps were wrapped. Without it, side layers are judged from the metrics' grids
+    and capacities and the names.
+    """
+    evidence = list(layers) if layers is not None else [None] * len(names)
+    side = side_layers(names, metrics, evidence)
+    side_info = tuple(side.items())
+    edge = settings.edge_layers
+    path = [i for i in range(len(names)) if i not in side]
+    # Layers not analysed, and layers whose weights are all zero (nothing flows through them: e.g. timm's
+    # zero-initialised last BatchNorm of a residual block, folded in), are not candidates and break runs.
+    interior = path[edge: len(path) - edge]
+    usable = {i for i in interior if metrics[i] is not None and metrics[i].spectral_norm > 0}  # type: ignore
+    if len(usable) < settings.min_plateau:
+        need = 2 * edge + settings.min_plateau
+        off = f", {len(side)} more off the main path" if side else ""
+        return Bottleneck(found=False, side_layers=side_info, reason=(
+            f"too few analysed layers ({len(path)}{off}); a bottleneck needs at least {need}"))
+    segments: list[list[int]] = [[]]
+    for i in interior:
+        if i in usable:
+            segments[-1].append(i)
+        elif segments[-1]:
+            segments.append([])
+    counts = {i: metrics[i].mode_count for i in usable}  # type: ignore[union-attr]
+    ms: list[LayerMetrics] = metrics  # type: ignore[assignment]
+    candidates = sorted((_evaluate(run, ms, names, settings)
+                         for run in _candidate_runs([s for s in segments if s], counts, settings.plateau_tolerance)),
+                        key=_Candidate.key, reverse=True)
+    best = candidates[0]
+    runner_up = candidates[1] if len(candidates) > 1 else None
+    return _bottleneck(best, runner_up, ms, names, evidence, side_info, settings)
+
+
+def _bottleneck(best: _Candidate, runner_up: _Candidate | None, metrics: Sequence[LayerMetrics],
+                names: Sequence[str], evidence: Sequence[LayerEvidence | None], side_info: tuple,
+                settings: Settings) -> Bottleneck:
+    run, lowest = best.run, best.rank
+    run_metrics = [metrics[i] for i in run]
+    narrowest = next(m for m in run_metrics if m.mode_count == lowest)
+    gaps = best.gaps
+    gap, typical_gap = min(gaps), float(statistics.median(gaps))
+    clean_layers = sum(g >= settings.min_gap for g in gaps)
+    clean = gap >= settings.min_gap
+    utilisation = best.utilisation
+    metric = settings.degree_metric
+    types = [dict(m.degree_counts[metric]) for m in run_metrics]
+    wrapped = tuple(i for i in run if evidence[i] is not None and evidence[i].wrapped)  # type: ignore[union-attr]
+    start, end = names[run[0]], names[run[-1]]
+    found = best.passes
     if found and clean:
-        reason = (
-            f"layers {start} to {end} keep {lowest} modes ({utilisation:.1%} of capacity at most), "
-            f"kept values at least {gap:.3g}x above the rest"
-        )
+        reason = (f"layers {start} to {end} keep {lowest} modes ({utilisation:.1%} of capacity at most), "
+                  f"kept values at least {gap:.3g}x above the rest")
     elif found:
-        reason = (
-            f"layers {start} to {end} keep {lowest} modes ({utilisation:.1%} of capacity at most), but the "
-            f"split is clean ({settings.min_gap:g}x) in only {clean_layers} of {len(run)} layers: kept values "
-            f"are a median {typical_gap:.3g}x (at least {gap:.3g}x) above the rest"
-        )
+        reason = (f"layers {start} to {end} keep {lowest} modes ({utilisation:.1%} of capacity at most), but the "
+                  f"split is clean ({settings.min_gap:g}x) in only {clean_layers} of {len(run)} layers: kept values "
+                  f"are a median {typical_gap:.3g}x (at least {gap:.3g}x) above the rest")
     else:
-        reason = "; ".join(failures)
-    label = ("weak" if not clean else _label(strength)) if found else "none"
+        reason = "; ".join(best.failures)
+    label = ("weak" if not clean else _label(best.strength)) if found else "none"
+    cap = None
+    if found and wrapped:
+        cap = (f"{len(wrapped)} layer(s) of the run were analysed with their taps wrapped (grid smaller than the "
+               f"kernel): the spectra are those of the wrapped operator, not of the layer the network runs")
+        label = "weak"
+        reason += f"; labelled weak at most: {cap}"
+    if found:
+        rejected = _describe(runner_up, names, _rejection(runner_up, best)) if runner_up else None
+    else:
+        rejected = _describe(best, names, reason)
     return Bottleneck(
         found=found,
         reason=reason,
@@ -119,9 +242,9 @@ def locate_bottleneck(
         start_index=run[0] if found else None,
         end_index=run[-1] if found else None,
         rank=lowest if found else None,
-        degree_counts=dict(narrowest.degree_counts[metric]) if found else {},  # type: ignore[union-attr]
-        frequencies=narrowest.kept_on_full_grid() if found else (),  # type: ignore[union-attr]
-        strength=strength,
+        degree_counts=dict(narrowest.degree_counts[metric]) if found else {},
+        frequencies=narrowest.kept_on_full_grid() if found else (),
+        strength=best.strength,
         strength_label=label,
         gap_ratio=gap,
         typical_gap_ratio=typical_gap,
@@ -131,4 +254,10 @@ def locate_bottleneck(
         plateau_length=len(run),
         consistent_type=all(t == types[0] for t in types),
         candidate={"start": start, "end": end, "rank": lowest},
+        members=run if found else (),
+        side_layers=side_info,
+        trimmed=best.trimmed,
+        rejected=rejected,
+        wrapped_layers=wrapped,
+        label_cap=cap,
     )

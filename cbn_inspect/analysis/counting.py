@@ -17,6 +17,9 @@ DEGREE_METRICS = ("l1", "linf")
 # Values below this share of the layer's largest are numerical zero in float32; gap ratios use it as floor.
 NUMERICAL_FLOOR = 1e-7
 PROFILE_POINTS = 16
+# The largest values kept in LayerMetrics.leading (for the gap at another layer's count, THEORY.md
+# "Locating the bottleneck"); a bottleneck's rank is far below it.
+LEADING_POINTS = 1024
 
 
 def frequency_degrees(freqs: np.ndarray, grid: tuple[int, ...], metric: str) -> np.ndarray:
@@ -64,8 +67,12 @@ def _by_degree(degrees: np.ndarray, per_row: np.ndarray) -> dict[int, float]:
 
 
 def count_modes(spectrum: Spectrum, rule: ToleranceRule) -> LayerMetrics:
-    """Mode count, per-degree counts and soft measures of one layer's spectrum under ``rule``."""
-    vals, mult = spectrum.values, spectrum.multiplicity
+    """Mode count, per-degree counts and soft measures of one layer's spectrum under ``rule``.
+
+    Only what the layer can hold counts: structural zeros (``spectrum.rank_bound``, the empty polyphase
+    components of a strided 1x1 conv) are neither capacity nor discarded values.
+    """
+    vals, mult = spectrum.values[:, : spectrum.width], spectrum.multiplicity
     flat = vals.ravel()
     weights = np.repeat(mult, vals.shape[1]).astype(np.float64)
     vmax = float(flat.max()) if flat.size else 0.0
@@ -105,7 +112,7 @@ def count_modes(spectrum: Spectrum, rule: ToleranceRule) -> LayerMetrics:
     else:
         stable_rank = effective_rank = 0.0
 
-    profile = _profile(flat, weights)
+    profile, leading = _profile(flat, weights), _leading(flat, weights)
     kept_freqs = tuple(
         (tuple(int(x) for x in spectrum.frequencies[i]), int(kept_rows[i])) for i in np.flatnonzero(kept_rows)
     )
@@ -125,6 +132,7 @@ def count_modes(spectrum: Spectrum, rule: ToleranceRule) -> LayerMetrics:
         kept_frequencies=kept_freqs,
         grid=tuple(spectrum.grid),
         profile=profile,
+        leading=leading,
     )
 
 
@@ -138,6 +146,16 @@ def _profile(values: np.ndarray, weights: np.ndarray) -> tuple[float, ...]:
     ends = np.cumsum(weights[order].astype(np.int64))  # rank r (0-based) lies in the first block with end > r
     ranks = np.linspace(0, total - 1, PROFILE_POINTS).round().astype(np.int64)
     return tuple(float(values[order[i]]) for i in np.searchsorted(ends, ranks, side="right"))
+
+
+def _leading(values: np.ndarray, weights: np.ndarray) -> tuple[float, ...]:
+    """The first LEADING_POINTS values of the full grid's sorted spectrum (each repeated by its weight)."""
+    k = min(len(values), LEADING_POINTS)
+    if k == 0:
+        return ()
+    top = np.argpartition(-values, k - 1)[:k] if k < len(values) else np.arange(len(values))
+    top = top[np.argsort(-values[top], kind="stable")]
+    return tuple(float(v) for v in np.repeat(values[top], weights[top].astype(np.int64))[:LEADING_POINTS])
 
 
 def _nonzero_ints(counts: dict[int, float]) -> dict[int, int]:

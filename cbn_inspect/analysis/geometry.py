@@ -31,6 +31,8 @@ class KernelPlan:
     grid: tuple[int, ...]
     exact: bool
     notes: tuple[str, ...]
+    wrapped: bool = False  # taps folded modulo a grid smaller than the kernel: not the layer the network runs
+    rank_bound: int | None = None  # singular values per frequency the geometry allows (union over groups)
 
 
 def _as_tuple(value: tuple[int, ...] | None, d: int, default: int = 1) -> tuple[int, ...]:
@@ -127,15 +129,34 @@ def plan_kernel(
         notes.append(f"grid {_fmt(grid)} not divisible by stride {_fmt(stride)}: analysed on {_fmt(rounded)}")
         grid, exact = rounded, False
     kernel = weight.reshape((groups, rows // groups) + tuple(weight.shape[1:]))
+    taps = torch.ones((1, 1, 1) + tuple(weight.shape[2:]), dtype=torch.float64)  # where taps can be: geometry
     if any(r > 1 for r in dilation):
         kernel = _dilate(kernel, dilation)
-    if any(t > n for t, n in zip(kernel.shape[3:], grid)):
+        taps = _dilate(taps, dilation)
+    wrapped = any(t > n for t, n in zip(kernel.shape[3:], grid))
+    if wrapped:
         notes.append(f"kernel {_fmt(tuple(kernel.shape[3:]))} larger than grid {_fmt(grid)}: taps wrapped")
         kernel = _wrap(kernel, grid)
+        taps = _wrap(taps, grid)
+    rank_bound = None
     if any(s > 1 for s in stride):
+        phases = _occupied_phases(taps, stride)
         kernel = _polyphase(kernel, stride)
         grid = tuple(n // s for n, s in zip(grid, stride))
-    return KernelPlan(kernel=kernel, grid=grid, exact=exact, notes=tuple(notes))
+        g, co, ci = kernel.shape[:3]
+        possible = g * min(co, ci // math.prod(stride) * phases)
+        if possible < g * min(co, ci):
+            rank_bound = possible
+    return KernelPlan(kernel=kernel, grid=grid, exact=exact, notes=tuple(notes), wrapped=wrapped,
+                      rank_bound=rank_bound)
+
+
+def _occupied_phases(taps: torch.Tensor, stride: tuple[int, ...]) -> int:
+    """How many of the s^d polyphase components can hold a tap, from the mask of tap positions (after
+    dilation and wrapping). Geometry only, never the weights' values: a strided 1x1 conv fills one of s^d,
+    so the other components are structural zeros (a zero a trained weight happens to hold is not one)."""
+    phases = _polyphase(taps, stride)  # (1, 1, s^d, *coarse taps)
+    return int((phases != 0).flatten(3).any(dim=-1).sum())
 
 
 def _fmt(shape: tuple[int, ...]) -> str:

@@ -74,9 +74,13 @@ def analyze_layer(layer: ConvLayer, weight: torch.Tensor, settings: Settings) ->
     spectrum = compute_spectrum(plan, precision=settings.precision, device=settings.device,
                                 memory_budget_mb=settings.memory_budget_mb)
     metrics = count_modes(spectrum, settings.tolerance)
-    exact = plan.exact and layer.padding_mode == "circular" and layer.grid_source != "default"
+    # A kernel larger than its grid is analysed with its taps wrapped: exact for the wrapped operator, not
+    # for the layer the network runs, so never exact (and never a strong bottleneck call).
+    exact = plan.exact and not plan.wrapped and layer.padding_mode == "circular" and layer.grid_source != "default"
     if layer.padding_mode != "circular":
         flags.append("approximate")
+    if plan.wrapped:
+        flags.append("wrapped-kernel")
     if layer.grid_source == "default":
         flags.append("default-grid")
     if metrics.spectral_norm == 0:

@@ -310,13 +310,15 @@ def compute_spectrum(
     _, co, ci = kernel.shape[:3]
     taps = tuple(kernel.shape[3:])
     if min(co, ci) == 0:
-        return Spectrum(grid=grid, frequencies=freqs, multiplicity=mult, values=out, exact=plan.exact)
+        return Spectrum(grid=grid, frequencies=freqs, multiplicity=mult, values=out, exact=plan.exact,
+                        rank_bound=plan.rank_bound)
 
     if math.prod(taps) == 1:
         # One tap: W_hat(m) = phase(m) * W for every m, so every frequency has the same singular values.
         single = _single_tap_values(kernel.reshape(g, co, ci), gram)
         out[:, : len(single)] = single
-        return Spectrum(grid=grid, frequencies=freqs, multiplicity=mult, values=out, exact=plan.exact)
+        return Spectrum(grid=grid, frequencies=freqs, multiplicity=mult, values=out, exact=plan.exact,
+                        rank_bound=plan.rank_bound)
 
     workers = analysis_threads() if kernel.device.type == "cpu" else 1
     if gram and min(co, ci) > 1:
@@ -350,4 +352,5 @@ def compute_spectrum(
     starts = list(range(0, n_freq, step))
     for start, vals in zip(starts, parallel_map(run, starts) if workers > 1 else map(run, starts)):
         out[start : start + len(vals), : vals.shape[1]] = vals
-    return Spectrum(grid=grid, frequencies=freqs, multiplicity=mult, values=out, exact=plan.exact)
+    return Spectrum(grid=grid, frequencies=freqs, multiplicity=mult, values=out, exact=plan.exact,
+                    rank_bound=plan.rank_bound)
