@@ -30,7 +30,7 @@ from ..records import LayerEvidence, LayerMetrics
 TINY_CAPACITY = 1 / 16
 HINTED_CAPACITY = 1 / 4
 NEIGHBOURHOOD = 3
-_HINT = re.compile(r"(?:^|[._/\-])(se|gate|attn|attention|squeeze|excite|excitation|head|aux)(?:\d*)(?:$|[._/\-])",
+_HINT = re.compile(r"(?:^|[._/\-])(se|gate|attn|attention|squeeze|excite|excitation|head|aux)\d*(?=$|[._/\-])",
                    re.IGNORECASE)
 
 

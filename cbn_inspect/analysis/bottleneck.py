@@ -12,7 +12,7 @@ The call is a heuristic built on three kinds of evidence, each reported on its o
   ``min_gap``, and is labelled ``weak`` otherwise.
 
 Every candidate run is examined, not only the one at the lowest count: for each count level, the maximal
-runs at that level that no lower layer borders (a valley, not a step on the way down). Each candidate's
+runs at that level, except a run beside a lower plateau (a step on the way down to it, or a bump on it). Each candidate's
 edges follow the evidence: an end layer whose gap at the run's rank is below ``min_gap`` and more than
 ``EDGE_FACTOR`` times below the median of the other layers' gaps is an entry or exit layer and is trimmed
 off (while the run keeps ``min_plateau`` layers). The best-supported candidate is reported: one that
@@ -75,24 +75,28 @@ class _Candidate:
         return (self.passes, self.strength, len(self.run), -self.rank)
 
 
-def _candidate_runs(segments: list[list[int]], counts: dict[int, int], tolerance: float) -> list[list[int]]:
-    """Maximal runs per count level that no lower layer of the segment borders (module docstring)."""
+def _candidate_runs(segments: list[list[int]], counts: dict[int, int], tolerance: float,
+                    min_plateau: int) -> list[list[int]]:
+    """Maximal runs per count level, except those beside a lower plateau (module docstring)."""
     out = []
     for seg in segments:
+        plateau: set[int] = set()  # layers of runs at lower levels that persist over min_plateau layers
         for level in sorted({counts[i] for i in seg}):
             limit = level * (1.0 + tolerance)
-            current: list[int] = []
-            for pos, i in enumerate(seg + [None]):  # type: ignore[operator]
+            runs, current = [], []
+            for i in seg + [None]:  # type: ignore[operator]
                 if i is not None and level <= counts[i] <= limit:
                     current.append(i)
                     continue
                 if current and any(counts[j] == level for j in current):
-                    first, last = seg.index(current[0]), seg.index(current[-1])
-                    bordered_lower = (first > 0 and counts[seg[first - 1]] < level) or (
-                        last + 1 < len(seg) and counts[seg[last + 1]] < level)
-                    if not bordered_lower:
-                        out.append(current)
+                    runs.append(current)
                 current = []
+            for run in runs:
+                first, last = seg.index(run[0]), seg.index(run[-1])
+                beside = [seg[k] for k in (first - 1, last + 1) if 0 <= k < len(seg)]
+                if not any(counts[j] < level and j in plateau for j in beside):
+                    out.append(run)
+            plateau.update(i for run in runs if len(run) >= min_plateau for i in run)
     return out
 
 
@@ -191,7 +195,8 @@ def locate_bottleneck(
     counts = {i: metrics[i].mode_count for i in usable}  # type: ignore[union-attr]
     ms: list[LayerMetrics] = metrics  # type: ignore[assignment]
     candidates = sorted((_evaluate(run, ms, names, settings)
-                         for run in _candidate_runs([s for s in segments if s], counts, settings.plateau_tolerance)),
+                         for run in _candidate_runs([s for s in segments if s], counts, settings.plateau_tolerance,
+                                                     settings.min_plateau)),
                         key=_Candidate.key, reverse=True)
     best = candidates[0]
     runner_up = candidates[1] if len(candidates) > 1 else None

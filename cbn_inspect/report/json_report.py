@@ -2,6 +2,11 @@
 
 Keys come in a stable order; non-finite floats become ``null`` (the analysis flags such layers), degree keys
 are strings (JSON objects have string keys). Renaming or removing a field bumps ``SCHEMA_VERSION``.
+
+Numbers measured from spectra are rounded to 7 significant digits under ``--precision float32`` (float32
+carries about 7; the spectra themselves are accurate to about 1e-5 relative, README "Speed") and written in
+full (shortest round-trip repr of the float64) under ``--precision float64``; ``number_format`` says which.
+Scores the analysis rounds itself (``strength``, 4 decimals) and timings (4 digits) are not affected.
 """
 
 from __future__ import annotations
@@ -15,11 +20,26 @@ from typing import Any, Mapping
 from .._version import SCHEMA_VERSION, __version__
 from ..records import Bottleneck, LayerReport, ModelReport, Settings
 
+FLOAT32_DIGITS = 7
+# Order sources that are only a guess from layer names (THEORY.md: a natural sort of names).
+GUESSED_ORDERS = ("natural-sort", "name", "names")
 
-def _num(value: float | None, digits: int = 6) -> float | None:
+
+def _num(value: float | None, digits: int | None = FLOAT32_DIGITS) -> float | None:
+    """A finite float rounded to ``digits`` significant digits (None: unrounded); non-finite -> None."""
     if value is None or not math.isfinite(value):
         return None
-    return float(f"{value:.{digits}g}")
+    return float(value) if digits is None else float(f"{value:.{digits}g}")
+
+
+def significant_digits(settings: Settings) -> int | None:
+    """Digits kept in the JSON for numbers measured from spectra: 7 for float32, None (all) for float64."""
+    return None if settings.precision == "float64" else FLOAT32_DIGITS
+
+
+def order_is_guessed(order_source: str) -> bool:
+    """Whether the layer order is only a guess from names (no trace, metadata or file declared it)."""
+    return order_source in GUESSED_ORDERS or "natural" in order_source
 
 
 def _degrees(counts: Mapping[int, Any], cast=int) -> dict[str, Any]:
@@ -63,8 +83,12 @@ def settings_to_dict(settings: Settings) -> dict[str, Any]:
     return _settings(settings)
 
 
-def _layer(index: int, report: LayerReport, metric: str, spectra: bool) -> dict[str, Any]:
+def _layer(index: int, report: LayerReport, metric: str, spectra: bool, digits: int | None) -> dict[str, Any]:
     layer, m = report.layer, report.metrics
+
+    def num(value: float | None) -> float | None:
+        return _num(value, digits)
+
     out: dict[str, Any] = {
         "index": index,
         "name": layer.name,
@@ -88,24 +112,25 @@ def _layer(index: int, report: LayerReport, metric: str, spectra: bool) -> dict[
         "notes": list(report.notes),
         "mode_count": m.mode_count if m else None,
         "capacity": m.capacity if m else None,
-        "utilisation": _num(m.utilisation) if m else None,
-        "threshold": _num(m.threshold) if m else None,
-        "spectral_norm": _num(m.spectral_norm) if m else None,
-        "stable_rank": _num(m.stable_rank) if m else None,
-        "effective_rank": _num(m.effective_rank) if m else None,
-        "smallest_kept": _num(m.smallest_kept) if m else None,
-        "largest_discarded": _num(m.largest_discarded) if m else None,
-        "gap_ratio": _num(m.gap_ratio) if m else None,
+        "utilisation": num(m.utilisation) if m else None,
+        "threshold": num(m.threshold) if m else None,
+        "spectral_norm": num(m.spectral_norm) if m else None,
+        "stable_rank": num(m.stable_rank) if m else None,
+        "effective_rank": num(m.effective_rank) if m else None,
+        "smallest_kept": num(m.smallest_kept) if m else None,
+        "largest_discarded": num(m.largest_discarded) if m else None,
+        "gap_ratio": num(m.gap_ratio) if m else None,
         "degree_counts": _degrees(m.degree_counts[metric]) if m else {},
         "degree_counts_by_metric": {k: _degrees(v) for k, v in m.degree_counts.items()} if m else {},
         "pair_degree_counts": {k: _degrees(v) for k, v in m.pair_degree_counts.items()} if m else {},
-        "energy_by_degree": _degrees(m.energy_by_degree[metric], lambda v: _num(v, 4)) if m else {},
-        "profile": [_num(v) for v in m.profile] if m else [],
+        "energy_by_degree": _degrees(m.energy_by_degree[metric], lambda v: _num(v, None if digits is None else 4))
+        if m else {},
+        "profile": [num(v) for v in m.profile] if m else [],
     }
     if spectra:
         out["spectrum"] = (
             [
-                {"frequency": list(freq), "singular_values": [_num(v, 7) for v in vals]}
+                {"frequency": list(freq), "singular_values": [num(v) for v in vals]}
                 for freq, vals in report.spectrum.full()
             ]
             if report.spectrum is not None
@@ -114,7 +139,50 @@ def _layer(index: int, report: LayerReport, metric: str, spectra: bool) -> dict[
     return out
 
 
-def _bottleneck(b: Bottleneck) -> dict[str, Any]:
+def _indexed(pairs, names: list[str]) -> list[dict[str, Any]]:
+    return [{"index": i, "name": names[i], "reason": why} for i, why in pairs]
+
+
+def _basis(report: ModelReport) -> dict[str, Any]:
+    """What the call rests on: order and grid sources, exactness, and notes a reader should see first."""
+    b, layers = report.bottleneck, report.layers
+    grid_sources: dict[str, int] = {}
+    for r in layers:
+        grid_sources[r.layer.grid_source] = grid_sources.get(r.layer.grid_source, 0) + 1
+    guessed = order_is_guessed(report.order_source)
+    wrapped = [r.layer.name for r in layers if "wrapped-kernel" in r.flags]
+    notes = []
+    if guessed:
+        notes.append("the layer order is only a guess from layer names (no trace or declared order): the run "
+                     "and its edges may be wrong")
+    if "default" in grid_sources:
+        notes.append(f"{grid_sources['default']} layer(s) on the default grid: nothing declared their input size")
+    if wrapped:
+        notes.append(f"{len(wrapped)} layer(s) analysed with taps wrapped (grid smaller than the kernel): "
+                     "not the layer the network runs; no strong call")
+    exact = sum(r.exact for r in layers)
+    if exact < len(layers):
+        notes.append(f"{len(layers) - exact} of {len(layers)} spectra are not exact (padding not circular, "
+                     "grid assumed, or taps wrapped)")
+    return {
+        "order_source": report.order_source,
+        "order_guessed": guessed,
+        "grid_sources": dict(sorted(grid_sources.items())),
+        "exact_layers": exact,
+        "layers": len(layers),
+        "wrapped_layers": wrapped,
+        "notes": notes,
+    }
+
+
+def _bottleneck(b: Bottleneck, names: list[str], digits: int | None = FLOAT32_DIGITS) -> dict[str, Any]:
+    def num(value: float | None) -> float | None:
+        return _num(value, digits)
+
+    rejected = None
+    if b.rejected:
+        rejected = dict(b.rejected)
+        rejected["strength"] = _num(rejected.get("strength"), 4)
     return {
         "found": b.found,
         "reason": b.reason,
@@ -128,20 +196,30 @@ def _bottleneck(b: Bottleneck) -> dict[str, Any]:
         "frequencies": [{"frequency": list(f), "count": c} for f, c in b.frequencies],
         "strength": _num(b.strength, 4),
         "strength_label": b.strength_label,
-        "gap_ratio": _num(b.gap_ratio),
-        "typical_gap_ratio": _num(b.typical_gap_ratio),
+        "gap_ratio": num(b.gap_ratio),
+        "typical_gap_ratio": num(b.typical_gap_ratio),
         "clean": b.clean,
         "clean_layers": b.clean_layers,
-        "utilisation": _num(b.utilisation),
+        "utilisation": num(b.utilisation),
         "plateau_length": b.plateau_length,
         "consistent_type": b.consistent_type,
         "candidate": dict(b.candidate) if b.candidate else None,
+        "members": list(b.members),
+        "side_layers": _indexed(b.side_layers, names),
+        "trimmed": _indexed(b.trimmed, names),
+        "rejected": rejected,
+        "wrapped_layers": [names[i] for i in b.wrapped_layers],
+        "label_cap": b.label_cap,
     }
 
 
 def report_to_dict(report: ModelReport) -> dict[str, Any]:
     """The JSON-ready form of a report (validates against the shipped schema)."""
     metric = report.settings.degree_metric
+    digits = significant_digits(report.settings)
+    names = [r.layer.name for r in report.layers]
+    bottleneck = _bottleneck(report.bottleneck, names, digits)
+    bottleneck["basis"] = _basis(report)
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "cbn-inspect", "version": __version__},
@@ -155,11 +233,16 @@ def report_to_dict(report: ModelReport) -> dict[str, Any]:
         },
         "settings": _settings(report.settings),
         "order_source": report.order_source,
-        "layers": [_layer(i, r, metric, report.settings.keep_spectra) for i, r in enumerate(report.layers)],
+        "layers": [_layer(i, r, metric, report.settings.keep_spectra, digits) for i, r in enumerate(report.layers)],
         "skipped": [{"name": n, "reason": r} for n, r in report.skipped],
-        "bottleneck": _bottleneck(report.bottleneck),
+        "bottleneck": bottleneck,
         "warnings": list(report.warnings),
         "seconds": _num(report.seconds, 4),
+        "number_format": {
+            "significant_digits": digits,
+            "description": (f"numbers measured from spectra rounded to {digits} significant digits (float32)"
+                            if digits is not None else "numbers measured from spectra in full float64 precision"),
+        },
     }
 
 
