@@ -18,7 +18,7 @@ from rich.text import Text
 
 from .._version import __version__
 from ..records import LayerReport, ModelReport
-from .json_report import format_type
+from .json_report import format_type, order_is_guessed
 
 BARS = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 10
@@ -85,7 +85,8 @@ def _table(report: ModelReport, width: int) -> Table:
     metric = report.settings.degree_metric
     for i, r in enumerate(report.layers):
         m = r.metrics
-        inside = b.found and b.start_index is not None and b.start_index <= i <= (b.end_index or -1)
+        inside = b.found and (i in b.members if b.members else
+                              b.start_index is not None and b.start_index <= i <= (b.end_index or -1))
         grid = _shape(r.layer.grid or ()) + ("*" if r.layer.grid_source == "default" else "")
         row = [
             f"▸{i}" if inside else str(i),
@@ -99,6 +100,51 @@ def _table(report: ModelReport, width: int) -> Table:
         ]
         table.add_row(*row, spark(r), style="bold magenta" if inside else None)
     return table
+
+
+def _names(report: ModelReport, indices: Iterable[int], limit: int = 3) -> str:
+    names = [report.layers[i].layer.name for i in indices]
+    more = f", … {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _side_summary(report: ModelReport) -> str:
+    """``3 layers (2 on a 1x1 grid, 1 off the channel chain): a, b, c``."""
+    kinds: dict[str, int] = {}
+    for _, why in report.bottleneck.side_layers:
+        kind = why.split(" (")[0]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    n = len(report.bottleneck.side_layers)
+    detail = ", ".join(f"{v} {k}" for k, v in kinds.items())
+    return f"{n} layer{'s' if n > 1 else ''} ({detail}): {_names(report, (i for i, _ in report.bottleneck.side_layers))}"
+
+
+def _basis(report: ModelReport) -> tuple[Text, list[Text]]:
+    """The dim line of what the call rests on, and the warnings about it (order guessed, wrapped, inexact)."""
+    settings = report.settings
+    sources = sorted({r.layer.grid_source for r in report.layers})
+    exact = sum(r.exact for r in report.layers)
+    wrapped = [i for i, r in enumerate(report.layers) if "wrapped-kernel" in r.flags]
+    line = Text(
+        f"\norder: {report.order_source}; grid from {', '.join(sources)}; {exact}/{len(report.layers)} spectra "
+        f"exact (circular padding); kept: {settings.tolerance.describe()}",
+        style="dim",
+    )
+    warnings = []
+    if order_is_guessed(report.order_source):
+        warnings.append(Text("\norder only guessed from layer names: the run and its edges may be wrong "
+                             "(a trace or a declared order fixes it)", style="yellow"))
+    if wrapped:
+        warnings.append(Text(f"\n{len(wrapped)} layer(s) with kernels larger than their grid, taps wrapped "
+                             f"({_names(report, wrapped)}): not the layer the network runs; no strong call",
+                             style="yellow"))
+    return line, warnings
+
+
+def _span(candidate: Mapping) -> str:
+    if candidate["start"] == candidate["end"]:
+        return f"layer {candidate['start']}"
+    return f"{candidate['start']} → {candidate['end']}"
 
 
 def _summary(report: ModelReport) -> Panel:
@@ -119,17 +165,26 @@ def _summary(report: ModelReport) -> Panel:
             )
         if not b.consistent_type:
             lines.append("\nthe kept degrees vary inside the run", style="yellow")
+        if b.label_cap:
+            lines.append(f"\nlabelled weak at most: {b.label_cap}", style="yellow")
+        for i, why in b.trimmed:
+            lines.append(f"\nleft out of the run: {report.layers[i].layer.name}, {why}")
+        if b.rejected:
+            r = b.rejected
+            lines.append(f"\nnext candidate {_span(r)} (rank {r['rank']}) rejected: {r['reason']}", style="dim")
     else:
         lines.append("No bottleneck", style="bold")
         lines.append(f": {b.reason}")
-    settings = report.settings
-    sources = sorted({r.layer.grid_source for r in report.layers})
-    exact = sum(r.exact for r in report.layers)
-    lines.append(
-        f"\nkept: {settings.tolerance.describe()}; grid from {', '.join(sources)}; "
-        f"{exact}/{len(report.layers)} spectra exact (circular padding)",
-        style="dim",
-    )
+        if b.rejected:
+            r = b.rejected
+            lines.append(f"\nbest candidate, rejected: {_span(r)} (rank {r['rank']}, strength {r['strength']:.2f})",
+                         style="dim")
+    if b.side_layers:
+        lines.append(f"\noff the main path (neither break nor form a run): {_side_summary(report)}", style="dim")
+    line, warnings = _basis(report)
+    lines.append_text(line)
+    for warning in warnings:
+        lines.append_text(warning)
     return Panel(lines, title="CBN summary", title_align="left", border_style="magenta" if b.found else "white")
 
 
