@@ -245,3 +245,70 @@ def test_json_precision_follows_the_requested_precision(planted_path):
     assert len(f"{v32:.17g}".rstrip("0")) <= 9 and v64 == pytest.approx(v32, rel=1e-6)
     report = inspect_source(planted_path, Settings(precision="float64"))
     assert v64 == report.layers[4].metrics.spectral_norm  # full precision, not rounded
+
+
+# Acceptance 4: random initialisation is never a bottleneck, side layers or not.
+
+RANDOM_TIMM = ["resnet18", "efficientnet_b0", "mobilenetv3_small_100"]
+
+
+def _random_timm_is_no_bottleneck(name: str, size: str) -> None:
+    report = inspect_source(f"timm:{name}", input_size=size)
+    b = report.bottleneck
+    assert not b.found and b.strength_label == "none", (name, b.reason)
+    assert b.rejected is not None and b.rejected["reason"] == b.reason
+    assert not any("larger than their grid" in w for w in report.warnings)  # the input keeps kernels within grids
+    if name != "resnet18":  # SE blocks on the pooled grid, judged off the main path
+        names = [report.layers[i].layer.name for i, _ in b.side_layers]
+        assert names and all(".se." in n or n == "conv_head" for n in names)  # mobilenetv3: head after pooling
+    else:  # the shortcut projections, traced after their block
+        assert [report.layers[i].layer.name for i, _ in b.side_layers] == [
+            "layer2.0.downsample.0", "layer3.0.downsample.0", "layer4.0.downsample.0"]
+    validate_report(report_to_dict(report))
+
+
+@pytest.mark.parametrize("name", RANDOM_TIMM)
+def test_random_timm_models_are_no_bottleneck(name):
+    """At 160 (every stage's grid at least as large as its kernels: 5x5 at stride 32): seconds each."""
+    _random_timm_is_no_bottleneck(name, "160")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", RANDOM_TIMM)
+def test_random_timm_models_are_no_bottleneck_at_224(name):
+    _random_timm_is_no_bottleneck(name, "224")
+
+
+# The top of the report.
+
+def _render(report) -> str:
+    import io
+
+    from rich.console import Console
+
+    from cbn_inspect.report import TerminalReport
+
+    console = Console(file=io.StringIO(), width=240, color_system=None)  # no wrapping inside a line
+    console.print(TerminalReport(report))
+    return console.file.getvalue()
+
+
+def test_summary_says_what_the_call_rests_on(tmp_path):
+    state, meta = _planted()
+    _with_side_layers(state, meta, PLANTED_GRID, 8, se_after="layers.5", head_after="layers.7")
+    _fuzzy_exit(state, "layers.8.weight", PLANTED_GRID, (0.2, 0.08))
+    declared = tmp_path / "declared.safetensors"
+    save_file(state, str(declared), metadata=meta)
+    text = _render(inspect_source(declared))
+    assert "order: metadata; grid from metadata; 15/15 spectra exact" in text
+    assert "off the main path" in text and "2 on a 1x1 grid, 1 off the channel chain" in text
+    assert "left out of the run: layers.8, exit layer" in text
+    assert "only guessed" not in text
+    guessed = tmp_path / "guessed.safetensors"
+    save_file(state, str(guessed))  # no metadata: order from a natural sort of names, grids by default
+    report = inspect_source(guessed)
+    text = _render(report)
+    assert "order: natural-sort" in text and "order only guessed from layer names" in text
+    basis = report_to_dict(report)["bottleneck"]["basis"]
+    assert basis["order_guessed"] and basis["grid_sources"] == {"default": 15} and basis["exact_layers"] == 0
+    assert any("guess" in note for note in basis["notes"])
