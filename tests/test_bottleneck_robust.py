@@ -312,3 +312,27 @@ def test_summary_says_what_the_call_rests_on(tmp_path):
     basis = report_to_dict(report)["bottleneck"]["basis"]
     assert basis["order_guessed"] and basis["grid_sources"] == {"default": 15} and basis["exact_layers"] == 0
     assert any("guess" in note for note in basis["notes"])
+
+
+@pytest.mark.parametrize("taps, stride, dilation, bound", [
+    ((1, 1), (2, 2), (1, 1), 2),     # strided 1x1: one of 4 phases, rank <= C_in = 2
+    ((3, 3), (2, 2), (2, 2), 2),     # taps at even offsets only: still one phase
+    ((3, 3), (2, 2), (1, 1), None),  # every phase filled: no structural zeros
+    ((2,), (4,), (1,), 4),           # 2 of 4 phases: rank <= 2 * C_in = 4
+])
+def test_structural_rank_bound_from_geometry(taps, stride, dilation, bound):
+    import torch
+
+    from cbn_inspect.analysis.counting import count_modes
+    from cbn_inspect.analysis.geometry import plan_kernel
+    from cbn_inspect.analysis.spectrum import compute_spectrum
+    from cbn_inspect.records import ToleranceRule
+
+    torch.manual_seed(1)
+    weight = torch.randn((8, 2) + taps, dtype=torch.float64)
+    plan = plan_kernel(weight, (8,) * len(taps), stride=stride, dilation=dilation)
+    assert plan.rank_bound == bound
+    spectrum = compute_spectrum(plan, precision="float64")
+    width = spectrum.values.shape[1] if bound is None else bound
+    assert np.all(spectrum.values[:, width:] == 0)  # what lies past the bound is exactly zero
+    assert count_modes(spectrum, ToleranceRule()).capacity == int(spectrum.multiplicity.sum()) * width
