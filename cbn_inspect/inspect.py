@@ -12,10 +12,10 @@ import time
 from collections import deque
 from pathlib import Path
 
-from .analysis import layers_in_flight, locate_bottleneck, resolve_grid, submit_layer
+from .analysis import layer_evidence, layers_in_flight, locate_bottleneck, resolve_grid, submit_layer
 from .errors import CbnError, NothingToAnalyseError, UnreadableInputError, UsageError
 from .loaders import load
-from .records import LayerEvidence, LayerReport, LoadedModel, ModelReport, Settings
+from .records import LayerReport, LoadedModel, ModelReport, Settings
 
 
 def _select_layers(loaded: LoadedModel, pattern: str | None):
@@ -50,13 +50,6 @@ def _warnings(loaded: LoadedModel, reports: list[LayerReport], settings: Setting
     if flagged:
         out.append(f"{len(flagged)} layer(s) hold NaN/Inf weights and were not analysed: {', '.join(flagged[:5])}")
     return out
-
-
-def layer_evidence(report: LayerReport) -> LayerEvidence:
-    """What the bottleneck call may use of an analysed layer besides its counts."""
-    layer = report.layer
-    return LayerEvidence(in_channels=layer.in_channels, out_channels=layer.out_channels, grid=layer.grid,
-                         exact=report.exact, wrapped="wrapped-kernel" in report.flags)
 
 
 def analyze_model(loaded: LoadedModel, settings: Settings | None = None) -> ModelReport:

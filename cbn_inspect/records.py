@@ -200,7 +200,8 @@ class LayerMetrics:
     kept_frequencies: tuple[tuple[tuple[int, ...], int], ...]  # (representative frequency, kept count)
     grid: tuple[int, ...] = ()  # the grid the frequencies live on
     profile: tuple[float, ...] = ()  # all singular values sorted descending, sampled at PROFILE_POINTS quantiles
-    leading: tuple[float, ...] = ()  # the largest singular values (full grid, with multiplicity), descending, at most LEADING_POINTS
+    # the largest singular values (full grid, with multiplicity), descending, at most counting.LEADING_POINTS
+    leading: tuple[float, ...] = ()
 
     def gap_at(self, count: int) -> float | None:
         """sigma_count / sigma_(count+1) of the sorted full-grid spectrum: how clean a split after ``count``

@@ -12,10 +12,10 @@ The call is a heuristic built on three kinds of evidence, each reported on its o
   ``min_gap``, and is labelled ``weak`` otherwise.
 
 Every candidate run is examined, not only the one at the lowest count: for each count level, the maximal
-runs at that level, except a run beside a lower plateau (a step on the way down to it, or a bump on it). Each candidate's
-edges follow the evidence: an end layer whose gap at the run's rank is below ``min_gap`` and more than
-``EDGE_FACTOR`` times below the median of the other layers' gaps is an entry or exit layer and is trimmed
-off (while the run keeps ``min_plateau`` layers). The best-supported candidate is reported: one that
+runs at that level, except a run beside a lower plateau (a step on the way down to it, or a bump on it).
+Each candidate's edges follow the evidence: an end layer whose gap at the run's rank is below ``min_gap``
+and more than ``EDGE_FACTOR`` times below the median of the other layers' gaps is an entry or exit layer
+and is trimmed off (while the run keeps ``min_plateau`` layers). The best-supported candidate is reported: one that
 passes every test before one that does not, then the higher strength, the longer run, the lower rank. The
 runner-up (or, when nothing passes, the best candidate) is reported as ``rejected``, with why.
 
@@ -80,6 +80,7 @@ def _candidate_runs(segments: list[list[int]], counts: dict[int, int], tolerance
     """Maximal runs per count level, except those beside a lower plateau (module docstring)."""
     out = []
     for seg in segments:
+        position = {i: k for k, i in enumerate(seg)}
         plateau: set[int] = set()  # layers of runs at lower levels that persist over min_plateau layers
         for level in sorted({counts[i] for i in seg}):
             limit = level * (1.0 + tolerance)
@@ -92,7 +93,7 @@ def _candidate_runs(segments: list[list[int]], counts: dict[int, int], tolerance
                     runs.append(current)
                 current = []
             for run in runs:
-                first, last = seg.index(run[0]), seg.index(run[-1])
+                first, last = position[run[0]], position[run[-1]]
                 beside = [seg[k] for k in (first - 1, last + 1) if 0 <= k < len(seg)]
                 if not any(counts[j] < level and j in plateau for j in beside):
                     out.append(run)

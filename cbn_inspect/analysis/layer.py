@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..records import BatchNormParams, ConvLayer, LayerReport, Settings
+from ..records import BatchNormParams, ConvLayer, LayerEvidence, LayerReport, Settings
 from ._threads import analysis_threads, configure_threads, submit
 from .counting import count_modes
 from .geometry import plan_kernel
@@ -89,6 +89,13 @@ def analyze_layer(layer: ConvLayer, weight: torch.Tensor, settings: Settings) ->
     return LayerReport(layer=layer, spectrum_grid=plan.grid, exact=exact, metrics=metrics,
                        spectrum=spectrum if settings.keep_spectra else None,
                        flags=tuple(flags), notes=tuple(notes))
+
+
+def layer_evidence(report: LayerReport) -> LayerEvidence:
+    """What the bottleneck call may use of an analysed layer besides its counts (channels, grid, wrapping)."""
+    layer = report.layer
+    return LayerEvidence(in_channels=layer.in_channels, out_channels=layer.out_channels, grid=layer.grid,
+                         exact=report.exact, wrapped="wrapped-kernel" in report.flags)
 
 
 def submit_layer(layer: ConvLayer, weight: torch.Tensor, settings: Settings) -> "Future[LayerReport]":

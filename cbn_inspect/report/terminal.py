@@ -116,7 +116,8 @@ def _side_summary(report: ModelReport) -> str:
         kinds[kind] = kinds.get(kind, 0) + 1
     n = len(report.bottleneck.side_layers)
     detail = ", ".join(f"{v} {k}" for k, v in kinds.items())
-    return f"{n} layer{'s' if n > 1 else ''} ({detail}): {_names(report, (i for i, _ in report.bottleneck.side_layers))}"
+    names = _names(report, (i for i, _ in report.bottleneck.side_layers))
+    return f"{n} layer{'s' if n > 1 else ''} ({detail}): {names}"
 
 
 def _basis(report: ModelReport) -> tuple[Text, list[Text]]:
