@@ -134,7 +134,7 @@ def _evaluate(run: list[int], metrics: Sequence[LayerMetrics], names: Sequence[s
     utilisation = max(m.utilisation for m in run_metrics)
     failures = []
     if len(run) < settings.min_plateau:
-        failures.append(f"the lowest mode count ({rank}, layer {names[run[0]]}) does not persist over "
+        failures.append(f"a count of {rank} modes (layer {names[run[0]]}) does not persist over "
                         f"{settings.min_plateau} layers")
     if utilisation > settings.max_utilisation:
         failures.append(f"the narrowest layers still use {utilisation:.0%} of their capacity "
