@@ -56,7 +56,8 @@ def degree_bins(max_degree: int, limit: int = MAX_DEGREE_COLUMNS) -> tuple[tuple
             lo, width = hi + 1, width * 2
         if len(bins) <= limit:
             return tuple(bins)
-    raise AssertionError("unreachable: one single bin and doubling widths always fit")
+    width = -(-(max_degree + 1) // limit)  # very few bins: equal widths
+    return tuple((lo, min(max_degree, lo + width - 1)) for lo in range(0, max_degree + 1, width))
 
 
 def in_bottleneck(report: ModelReport) -> np.ndarray:
@@ -215,22 +216,31 @@ def _crop(counts: np.ndarray, origin: tuple[int, ...], margin: int = 2, least: i
 
 
 def map_layers(report: ModelReport, limit: int = 6) -> tuple[int, ...]:
-    """The layers whose frequency maps are drawn: the bottleneck's (or, when none was called, the
-    narrowest analysed layer's neighbourhood), evenly subsampled to ``limit``, ends included."""
+    """The layers whose frequency maps are drawn: the bottleneck's; when none was called, the best candidate
+    run's, else the narrowest inner layer that keeps anything; evenly subsampled to ``limit``, ends included."""
     b = report.bottleneck
+    names = {r.layer.name: i for i, r in enumerate(report.layers)}
+    keeps = [i for i, r in enumerate(report.layers) if r.metrics is not None and r.metrics.mode_count > 0]
     if b.found and b.start_index is not None and b.end_index is not None:
         candidates = list(range(b.start_index, b.end_index + 1))
+    elif b.candidate and b.candidate.get("start") in names and b.candidate.get("end") in names:
+        candidates = [i for i in range(names[b.candidate["start"]], names[b.candidate["end"]] + 1) if i in keeps]
     else:
-        analysed = [i for i, r in enumerate(report.layers) if r.metrics is not None]
-        if not analysed:
+        candidates = []
+    if not candidates:
+        if not keeps:
             return ()
-        inner = analysed[1:-1] or analysed
-        narrowest = min(inner, key=lambda i: report.layers[i].metrics.utilisation)
-        candidates = [narrowest]
+        inner = keeps[1:-1] or keeps
+        candidates = [min(inner, key=lambda i: report.layers[i].metrics.utilisation)]
     if len(candidates) <= limit:
         return tuple(candidates)
     picks = np.linspace(0, len(candidates) - 1, limit).round().astype(int)
     return tuple(candidates[p] for p in dict.fromkeys(picks.tolist()))
+
+
+def short_name(name: str, width: int = 22) -> str:
+    """A layer name cut from the left with an ellipsis, keeping its most specific end."""
+    return name if len(name) <= width else "…" + name[-(width - 1):]
 
 
 @dataclass(frozen=True)

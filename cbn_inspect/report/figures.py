@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import MissingExtraError, UsageError
 from ..records import ModelReport
 from .figure_data import (bottleneck_summary, degree_matrix, frequency_map, grid_summary, map_layers,
-                          profile_series, spectrum_points)
+                          profile_series, short_name, spectrum_points)
 
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 MAX_LABELS = 40
@@ -49,7 +49,7 @@ def require_matplotlib() -> Any:
 def _label_ticks(ax: Any, names: tuple[str, ...], axis: str = "y") -> None:
     step = max(1, int(np.ceil(len(names) / MAX_LABELS)))
     ticks = list(range(0, len(names), step))
-    labels = [f"{i} {names[i][-22:]}" if len(names) <= MAX_LABELS else f"{i} {names[i][-18:]}" for i in ticks]
+    labels = [f"{i} {short_name(names[i], 24 if len(names) <= MAX_LABELS else 20)}" for i in ticks]
     fontsize = 7 if len(names) <= 20 else 6
     if axis == "y":
         ax.set_yticks(ticks, labels, fontsize=fontsize)
@@ -108,9 +108,7 @@ def draw_heatmaps(fig: Any, report: ModelReport) -> None:
 def _cmap(name: str) -> Any:
     import matplotlib
 
-    cmap = matplotlib.colormaps[name].copy()
-    cmap.set_bad("#f2f2f2")
-    return cmap
+    return matplotlib.colormaps[name].with_extremes(bad="#f2f2f2")
 
 
 def draw_spectra(fig: Any, report: ModelReport) -> None:
@@ -167,7 +165,10 @@ def draw_frequency_maps(fig: Any, report: ModelReport) -> None:
     if not maps:
         fig.text(0.5, 0.5, "no analysed layer to map", ha="center")
         return
-    axes = np.atleast_1d(fig.subplots(1, len(maps)))
+    slots = np.atleast_1d(fig.subplots(1, max(len(maps), 4)))
+    for ax in slots[len(maps):]:
+        ax.set_axis_off()
+    axes = slots[: len(maps)]
     vmax = max(int(m.counts.max()) for m in maps) or 1
     cmap = _cmap("magma_r")
     for ax, m in zip(axes, maps):
@@ -179,7 +180,7 @@ def draw_frequency_maps(fig: Any, report: ModelReport) -> None:
                 if v:
                     ax.text(j, i, str(v), ha="center", va="center", fontsize=6,
                             color="white" if v > vmax / 2 else "black")
-        ax.set_title(f"{m.index} {m.name[-20:]}\n{m.total} kept, grid {'x'.join(map(str, m.grid))}", fontsize=7)
+        ax.set_title(f"{m.index} {short_name(m.name, 22)}\n{m.total} kept, grid {'x'.join(map(str, m.grid))}", fontsize=7)
         if m.counts.ndim == 2:
             ax.set_xticks([m.origin[1]], ["0"], fontsize=6)
             ax.set_yticks([m.origin[0]], ["0"], fontsize=6)
@@ -193,7 +194,8 @@ def draw_frequency_maps(fig: Any, report: ModelReport) -> None:
     bar = fig.colorbar(image, ax=list(axes), fraction=0.02, pad=0.01)
     bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     bar.ax.tick_params(labelsize=6)
-    fig.suptitle("kept directions per frequency (zero frequency at the ticks)", fontsize=9)
+    which = "bottleneck layers" if report.bottleneck.found else "no bottleneck: best candidate run or narrowest layer"
+    fig.suptitle(f"kept directions per frequency, {which} (zero frequency at the ticks)", fontsize=9)
 
 
 def draw_profiles(fig: Any, report: ModelReport) -> None:
@@ -228,7 +230,7 @@ def panel_names(report: ModelReport) -> tuple[str, ...]:
 
 def _heights(report: ModelReport, names: tuple[str, ...]) -> list[float]:
     n = len(report.layers)
-    rows = {"heatmap": float(np.clip(0.16 * n + 1.4, 3.0, 14.0)), "spectra": 3.6, "maps": 2.3,
+    rows = {"heatmap": float(np.clip(0.16 * n + 1.4, 3.0, 11.0)), "spectra": 3.6, "maps": 2.3,
             "profiles": 2.6}
     return [rows[name] for name in names]
 
