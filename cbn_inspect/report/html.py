@@ -54,6 +54,7 @@ document.querySelectorAll('table.sortable').forEach(function(t){
       rows.forEach(function(r){body.appendChild(r);});
     });
   });
+  t.setAttribute('data-sort','ready');
 });
 """
 
@@ -171,11 +172,26 @@ def report_fragment(report: ModelReport, figures: bool = False) -> str:
     if report.skipped:
         items = "".join(f"<li>{escape(n)}: {escape(r)}</li>" for n, r in report.skipped)
         parts.append(f"<h2>Skipped tensors</h2><ul>{items}</ul>")
-    parts.append(f"<h2>Settings</h2><pre>{escape(json.dumps(data['settings'], indent=2, ensure_ascii=False))}</pre>")
+    parts.append(f"<h2>Settings</h2>{_settings_table(data['settings'])}")
     if src.metadata:
         parts.append(f"<h2>Checkpoint metadata</h2><pre>{escape(json.dumps(dict(src.metadata), indent=2, ensure_ascii=False))}</pre>")
     parts.append(f'<p class="dim">cbn-inspect {escape(__version__)}</p></div>')
     return "".join(parts)
+
+
+def _flatten(prefix: str, value: Any):
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _flatten(f"{prefix}.{k}" if prefix else str(k), v)
+    else:
+        yield prefix, value
+
+
+def _settings_table(settings: Mapping[str, Any]) -> str:
+    """Every setting that changes a result, one row each (``tolerance.rule``, ``bottleneck.min_gap``, ...)."""
+    rows = "".join(f'<tr><td class="l">{escape(k)}</td><td class="l">{escape(json.dumps(v, ensure_ascii=False))}</td></tr>'
+                   for k, v in _flatten("", settings))
+    return f'<table class="settings"><tbody>{rows}</tbody></table>'
 
 
 def _page(title: str, body: str) -> str:
