@@ -75,7 +75,7 @@ def heatmap_svg(data: DegreeMatrix, cell: int = 14, label_width: int = 150) -> s
     """Kept modes per layer (rows) and degree (columns), log colour, counts written in the cells."""
     rows, cols = data.counts.shape
     h = max(4, min(cell, 900 // max(rows, 1)))
-    w = cell + 10
+    w = max(cell + 10, 6 * max((len(label) for label in data.labels), default=1) + 4)
     top = float(np.nanmax(data.counts)) if np.isfinite(data.counts).any() else 0.0
     width, height = label_width + cols * w + 10, 30 + rows * h
     out = [f'<svg class="heat" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">',

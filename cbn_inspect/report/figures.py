@@ -79,11 +79,12 @@ def draw_heatmaps(fig: Any, report: ModelReport) -> None:
     counts = np.where(data.counts > 0, data.counts, np.nan)
     vmax = np.nanmax(counts) if np.isfinite(counts).any() else 1.0
     cmap = _cmap("viridis")
+    top_share = float(np.nanmax(data.energy)) if np.isfinite(data.energy).any() else 1.0
     panels = ((counts, "kept modes per degree", LogNorm(vmin=1, vmax=max(vmax, 2))),
-              (data.energy, "share of Σσ² per degree", None))
+              (data.energy, "share of the layer's Σσ² per degree", None))
     for ax, (matrix, title, norm) in zip(axes, panels):
         image = ax.imshow(matrix, aspect="auto", interpolation="nearest", cmap=cmap, norm=norm,
-                          vmin=None if norm else 0.0, vmax=None if norm else 1.0)
+                          vmin=None if norm else 0.0, vmax=None if norm else max(top_share, 1e-9))
         ax.set_title(title, fontsize=9)
         ax.set_xticks(range(len(data.labels)), data.labels, fontsize=6, rotation=90 if len(data.labels) > 12 else 0)
         ax.set_xlabel(f"frequency degree ({data.metric})", fontsize=8)
@@ -121,16 +122,16 @@ def draw_spectra(fig: Any, report: ModelReport) -> None:
     jitter = np.random.default_rng(0).uniform(-0.28, 0.28, len(pts.layer)) if n <= 60 else 0.0
     x = pts.layer + jitter
     if pts.from_spectra and len(pts.degree):
-        top = int(min(pts.degree.max(), 9))
-        cmap = _cmap("tab10").resampled(top + 1)
+        top = int(min(pts.degree.max(), 24))
+        cmap = _cmap("tab10" if top <= 9 else "turbo").resampled(top + 1)
         norm = BoundaryNorm(np.arange(-0.5, top + 1.5), cmap.N)
         deg = np.minimum(pts.degree, top)
         ax.scatter(x[~pts.kept], pts.sigma[~pts.kept], c=deg[~pts.kept], cmap=cmap, norm=norm, s=3, alpha=0.25,
                    linewidths=0, rasterized=True)
         sc = ax.scatter(x[pts.kept], pts.sigma[pts.kept], c=deg[pts.kept], cmap=cmap, norm=norm, s=10, alpha=0.9,
                         linewidths=0.2, edgecolors="black", rasterized=True)
-        bar = fig.colorbar(sc, ax=ax, fraction=0.03, pad=0.01, ticks=range(top + 1))
-        bar.set_label("degree" + (f" ({top}+ = {top} and above)" if pts.degree.max() > top else ""), fontsize=7)
+        bar = fig.colorbar(sc, ax=ax, fraction=0.03, pad=0.01, ticks=range(0, top + 1, 1 if top <= 12 else 2))
+        bar.set_label("degree" + (f" ({top} = {top} and above)" if pts.degree.max() > top else ""), fontsize=7)
         bar.ax.tick_params(labelsize=6)
     else:
         ax.scatter(x[pts.kept], pts.sigma[pts.kept], s=10, color="tab:green", label="kept")
@@ -174,7 +175,7 @@ def draw_frequency_maps(fig: Any, report: ModelReport) -> None:
     for ax, m in zip(axes, maps):
         counts = m.counts if m.counts.ndim == 2 else m.counts[None, :]
         image = ax.imshow(counts, cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest",
-                          aspect="equal" if m.counts.ndim == 2 else "auto")
+                          aspect="equal")
         if max(counts.shape) <= 15:
             for (i, j), v in np.ndenumerate(counts):
                 if v:

@@ -208,7 +208,11 @@ def report_html(report: ModelReport, figures: bool = True) -> str:
 
 def audit_html(rows: Sequence[Any], title: str = "cbn-inspect audit") -> str:
     """An audit's overview page from its rows (:class:`AuditRow`): one line per model, failures listed."""
-    from ..batch.summary import flatten_row
+    from ..batch.summary import _common_folder, flatten_row
+
+    common = _common_folder([r.item for r in rows])
+    if common:
+        title = f"{title}: {common}"
 
     head = ("<tr><th class=l>item</th><th>layers</th><th class=l>bottleneck</th><th>rank</th>"
             "<th class=l>type</th><th>strength</th><th class=l>profile</th><th class=l>status</th></tr>")
@@ -222,7 +226,8 @@ def audit_html(rows: Sequence[Any], title: str = "cbn-inspect audit") -> str:
         span = (b["start_index"], b["end_index"]) if found and b.get("start_index") is not None else None
         strength = flat["strength"]
         cells = [
-            ("l", flat["item"], flat["item"]),
+            ("l", flat["item"][len(common):] if common and flat["item"].startswith(common) else flat["item"],
+             flat["item"]),
             ("", _fmt(flat["layers"]), flat["layers"] or 0),
             ("l", f"{b.get('start')} → {b.get('end')}" if found else ("none" if row.ok else "–"), b.get("start_index") or -1),
             ("", _fmt(flat["rank"]) if found else "–", flat["rank"] if found else -1),
