@@ -75,18 +75,20 @@ def draw_heatmaps(fig: Any, report: ModelReport) -> None:
     from matplotlib.colors import LogNorm
 
     data = degree_matrix(report)
-    axes = fig.subplots(1, 2, sharey=True)
+    axes = fig.subplots(1, 2)
     counts = np.where(data.counts > 0, data.counts, np.nan)
     vmax = np.nanmax(counts) if np.isfinite(counts).any() else 1.0
     cmap = _cmap("viridis")
     top_share = float(np.nanmax(data.energy)) if np.isfinite(data.energy).any() else 1.0
-    panels = ((counts, "kept modes per degree", LogNorm(vmin=1, vmax=max(vmax, 2))),
-              (data.energy, "share of the layer's Σσ² per degree", None))
-    for ax, (matrix, title, norm) in zip(axes, panels):
+    used = np.flatnonzero(np.nansum(np.nan_to_num(data.counts), axis=0) > 0)
+    width = int(used[-1]) + 1 if len(used) else 1  # the counts panel stops at the last degree kept anywhere
+    panels = ((counts[:, :width], data.labels[:width], "kept modes per degree", LogNorm(vmin=1, vmax=max(vmax, 2))),
+              (data.energy, data.labels, "share of the layer's Σσ² per degree", None))
+    for ax, (matrix, labels, title, norm) in zip(axes, panels):
         image = ax.imshow(matrix, aspect="auto", interpolation="nearest", cmap=cmap, norm=norm,
                           vmin=None if norm else 0.0, vmax=None if norm else max(top_share, 1e-9))
         ax.set_title(title, fontsize=9)
-        ax.set_xticks(range(len(data.labels)), data.labels, fontsize=6, rotation=90 if len(data.labels) > 12 else 0)
+        ax.set_xticks(range(len(labels)), labels, fontsize=6, rotation=90 if len(labels) > 12 else 0)
         ax.set_xlabel(f"frequency degree ({data.metric})", fontsize=8)
         bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
         if norm is not None:
@@ -98,6 +100,7 @@ def draw_heatmaps(fig: Any, report: ModelReport) -> None:
             bar.ax.yaxis.set_minor_locator(LogLocator(subs=()))
         bar.ax.tick_params(labelsize=6)
     _label_ticks(axes[0], data.names)
+    axes[1].set_yticks(axes[0].get_yticks(), [])
     for ax in axes:
         _mark_rows(ax, data.inside)
     if len(data.names) <= 16:  # small models: the counts themselves, readable in the cells
@@ -122,7 +125,9 @@ def draw_spectra(fig: Any, report: ModelReport) -> None:
     jitter = np.random.default_rng(0).uniform(-0.28, 0.28, len(pts.layer)) if n <= 60 else 0.0
     x = pts.layer + jitter
     if pts.from_spectra and len(pts.degree):
-        top = int(min(pts.degree.max(), 24))
+        # Colours for the degrees that are kept somewhere (and one more); higher ones share the last colour.
+        kept_top = int(pts.degree[pts.kept].max()) if pts.kept.any() else 3
+        top = int(min(pts.degree.max(), max(kept_top, 3) + 1, 24))
         cmap = _cmap("tab10" if top <= 9 else "turbo").resampled(top + 1)
         norm = BoundaryNorm(np.arange(-0.5, top + 1.5), cmap.N)
         deg = np.minimum(pts.degree, top)
