@@ -160,7 +160,7 @@ class TerminalReport:
 
 HEAT_CHARS = " .:-=+*#%@"  # kept modes per cell: none, then nine steps of a log scale up to the largest cell
 HEAT_ROWS = 8  # degree rows at most (low degrees single, higher ones in ranges of doubling width)
-HEAT_LABEL = 9  # width of the row labels
+HEAT_LABEL = 10  # room for the row labels ("deg 64-112")
 
 
 def heat_levels(counts: np.ndarray) -> np.ndarray:
@@ -214,12 +214,13 @@ class HeatStrip:
         span = f"{per} layers a column, " if per > 1 else ""
         out = Text(f"kept modes by degree × layer ({span}'{HEAT_CHARS[1:]}' few → most, log scale; ^ bottleneck)\n",
                    style="dim")
+        pad = max(len(label) for label in labels)
         for label, line in zip(labels, lines):
-            out.append(f"{label:>{HEAT_LABEL}} ", style="dim")
+            out.append(f"{label:>{pad}} ", style="dim")
             out.append(line)
             out.append("\n")
         cells = math.ceil(n / per) * repeat
         last = str(n - 1)
         axis = "0" + last.rjust(cells - 1) if cells > len(last) + 1 else ""
-        out.append(" " * (HEAT_LABEL + 1) + axis, style="dim")
+        out.append(" " * (pad + 1) + axis, style="dim")
         yield out
