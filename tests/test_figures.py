@@ -233,11 +233,19 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def test_readme_figure_is_small_and_current():
+def test_readme_figure_is_small_and_current(cli, tmp_path):
+    """The committed picture is what the README's command draws today (pixels within rendering noise)."""
     path = Path(__file__).resolve().parent.parent / "docs" / "cbn_demo.png"
     assert path.stat().st_size < 300_000
     w, h = _png_size(path.read_bytes())
     assert 800 <= w <= 2000 and 600 <= h <= 2000
     readme = (path.parent.parent / "README.md").read_text()
-    assert "docs/cbn_demo.png" in readme
-    assert "cbn-inspect sample_checkpoints/cbn_demo.safetensors --plot docs/cbn_demo.png" in readme
+    assert "](docs/cbn_demo.png)" in readme
+    command = "cbn-inspect sample_checkpoints/cbn_demo.safetensors --plot docs/cbn_demo.png"
+    assert command in readme
+    fresh = tmp_path / "cbn_demo.png"
+    assert cli(SAMPLES / "cbn_demo.safetensors", "--plot", fresh).exit_code == 0
+    with Image.open(path) as old, Image.open(fresh) as new:
+        assert old.size == new.size, "docs/cbn_demo.png is stale: rerun " + command
+        diff = np.abs(np.asarray(old.convert("L"), dtype=float) - np.asarray(new.convert("L"), dtype=float))
+    assert diff.mean() < 2.0, "docs/cbn_demo.png is stale: rerun " + command

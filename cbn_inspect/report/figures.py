@@ -215,7 +215,8 @@ def draw_profiles(fig: Any, report: ModelReport) -> None:
             ax.axvspan(s.start - 0.5, s.end + 0.5, color=MAGENTA, alpha=0.12, lw=0, label="bottleneck")
             ax.legend(fontsize=7, loc="upper center")
         ax.set_yscale("log")
-        ax.set_title(f"{s.label}: kept share of capacity", fontsize=9)
+        where = f" (bottleneck {s.names[s.start]} → {s.names[s.end]})" if s.start is not None else " (no bottleneck)"
+        ax.set_title(f"{s.label}: kept share of capacity{where}", fontsize=9)
         ax.set_xlabel("layer", fontsize=8)
         _label_ticks(ax, s.names, axis="x")
         ax.tick_params(labelsize=7)
