@@ -143,3 +143,24 @@ def test_audit_html_in_chromium(cli, tmp_path):
     dom, console, urls = load_in_chromium(out, tmp_path)
     assert console == [] and urls == []
     assert dom.count("<tr class=") == 4 and 'data-sort="ready"' in dom
+
+
+def test_table_sorts_in_chromium(cli, tmp_path):
+    """Click the 'modes' heading twice (a script appended to a copy of the page) and read the row order."""
+    out = tmp_path / "report.html"
+    assert cli(SAMPLES / "cbn_demo.safetensors", "--html", out).exit_code == 0
+    probe = ("<script>var t=document.querySelector('table.sortable'),h=t.tHead.rows[0].cells[5];"
+             "var order=function(){return Array.prototype.map.call(t.tBodies[0].rows,"
+             "function(r){return r.cells[0].textContent;}).join(',');};"
+             "h.click();var up=order();h.click();var down=order();"
+             "document.body.setAttribute('data-up',up);document.body.setAttribute('data-down',down);</script>")
+    page = tmp_path / "probe.html"
+    page.write_text(out.read_text().replace("</body>", probe + "</body>"))
+    dom, console, urls = load_in_chromium(page, tmp_path)
+    assert console == [] and urls == []
+    up = re.search(r'data-up="([^"]*)"', dom).group(1).split(",")
+    down = re.search(r'data-down="([^"]*)"', dom).group(1).split(",")
+    modes = {0: 9, 1: 10, 2: 10, 3: 10, 4: 10, 5: 11, 6: 11, 7: 11, 8: 10, 9: 10, 10: 12, 11: 25}
+    assert [modes[int(i)] for i in up] == sorted(modes.values())
+    assert [modes[int(i)] for i in down] == sorted(modes.values(), reverse=True)
+    assert up[-1] == "11" and down[0] == "11"
