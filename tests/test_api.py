@@ -118,6 +118,4 @@ def test_readme_notebook_example_runs(monkeypatch):
     exec(compile(code, "README.md#notebooks", "exec"), namespace)
     assert namespace["report"].bottleneck.found
     assert len(namespace["frame"]) == 12
-    import matplotlib.pyplot as plt
-
-    plt.close("all")
+    assert type(namespace["fig"]).__name__ == "Figure"

@@ -34,12 +34,12 @@ FLOOR = 1e-6  # relative values below this are drawn on it: float32 zeros, not s
 
 
 def require_matplotlib() -> Any:
-    """Import matplotlib with the non-interactive Agg backend, or raise :class:`MissingExtraError`."""
+    """Import matplotlib, or raise :class:`MissingExtraError`. Figures are plain ``Figure`` objects, not
+    pyplot's: no backend is chosen or changed (a notebook's inline backend stays), nothing needs closing,
+    and Jupyter shows a returned figure once."""
     try:
         import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot  # noqa: F401
+        import matplotlib.figure  # noqa: F401
     except ImportError as exc:
         raise MissingExtraError("figures need matplotlib, which is not installed",
                                 hint="pip install 'cbn-inspect[plot]'") from exc
@@ -250,11 +250,11 @@ def title(report: ModelReport) -> str:
 def plot_report(report: ModelReport, panels: tuple[str, ...] | None = None) -> Any:
     """One matplotlib figure with the report's panels stacked, titled with the model, grid and bottleneck."""
     require_matplotlib()
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     names = panels or panel_names(report)
     heights = _heights(report, names)
-    fig = plt.figure(figsize=(11, sum(heights) + 0.9), layout="constrained")
+    fig = Figure(figsize=(11, sum(heights) + 0.9), layout="constrained")
     subs = np.atleast_1d(fig.subfigures(len(names), 1, height_ratios=heights))
     for sub, name in zip(subs, names):
         PANELS[name](sub, report)
@@ -265,9 +265,9 @@ def plot_report(report: ModelReport, panels: tuple[str, ...] | None = None) -> A
 def plot_panel(report: ModelReport, name: str) -> Any:
     """One panel as its own figure (the HTML report embeds them apart)."""
     require_matplotlib()
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig = plt.figure(figsize=(11, _heights(report, (name,))[0] + 0.4), layout="constrained")
+    fig = Figure(figsize=(11, _heights(report, (name,))[0] + 0.4), layout="constrained")
     PANELS[name](fig, report)
     return fig
 
@@ -291,15 +291,9 @@ def write_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
 
 
 def save_report_figure(report: ModelReport, path: str | Path, dpi: int = 110) -> Path:
-    """Draw :func:`plot_report` and write it to ``path`` (PNG, SVG or PDF by extension), then close it."""
+    """Draw :func:`plot_report` and write it to ``path`` (PNG, SVG or PDF by extension)."""
     figure_format(path)  # a bad extension fails before any drawing
-    fig = plot_report(report)
-    import matplotlib.pyplot as plt
-
-    try:
-        return write_figure(fig, path, dpi)
-    finally:
-        plt.close(fig)
+    return write_figure(plot_report(report), path, dpi)
 
 
 def _metadata(fmt: str) -> dict[str, Any]:

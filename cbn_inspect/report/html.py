@@ -117,8 +117,9 @@ def _summary(report: ModelReport) -> str:
     detail = escape(b.reason)
     extra = ""
     if b.found:
-        extra = (f"<br>kept values a median {b.typical_gap_ratio:.3g}× the rest (smallest {b.gap_ratio:.3g}×), "
-                 f"clean in {b.clean_layers} of {b.plateau_length} layers, {b.utilisation:.2%} of capacity used; "
+        util = f"{b.utilisation:.2%}" if b.utilisation is not None else "–"
+        extra = (f"<br>kept values a median {_fmt(b.typical_gap_ratio)}× the rest (smallest {_fmt(b.gap_ratio)}×), "
+                 f"clean in {b.clean_layers} of {b.plateau_length} layers, {util} of capacity used; "
                  f"type {escape(format_type(b.degree_counts))} (degree {escape(report.settings.degree_metric)})")
     return f'<div class="call{"" if b.found else " none"}"><b>{title}</b>{extra}<br><span class="dim">{detail}</span></div>'
 
@@ -132,8 +133,6 @@ def figure_images(report: ModelReport) -> tuple[list[tuple[str, str]], str | Non
         require_matplotlib()
     except MissingExtraError as exc:
         return [], f"figures omitted: {exc.one_line()}; the heat map above needs no extra"
-    import matplotlib.pyplot as plt
-
     captions = {"heatmap": "kept modes and energy share per degree", "spectra": "singular values by depth",
                 "maps": "kept directions per frequency (bottleneck layers)",
                 "profiles": "weight and activation profiles"}
@@ -142,7 +141,6 @@ def figure_images(report: ModelReport) -> tuple[list[tuple[str, str]], str | Non
         fig = plot_panel(report, name)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=96, metadata={"Software": "cbn-inspect"})
-        plt.close(fig)
         out.append((captions[name], "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()))
     return out, None
 
