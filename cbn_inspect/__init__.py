@@ -2,12 +2,14 @@
 
 Library use::
 
-    from cbn_inspect import inspect_source, report_to_dict
-    report = inspect_source("model.safetensors")
+    import cbn_inspect
+    report = cbn_inspect.analyze("model.safetensors")      # or "timm:resnet18", or an nn.Module
     print(report.bottleneck)
+    report.to_frame(); report.plot()                        # pandas / matplotlib, optional
 """
 
 from ._version import SCHEMA_VERSION, __version__
+from .api import analyze
 from .errors import CbnError
 from .inspect import analyze_model, inspect_source
 from .loaders import load
@@ -16,5 +18,5 @@ from .report import report_to_dict, to_json
 
 __all__ = [
     "SCHEMA_VERSION", "Bottleneck", "CbnError", "ConvLayer", "LayerReport", "ModelReport", "Settings",
-    "ToleranceRule", "__version__", "analyze_model", "inspect_source", "load", "report_to_dict", "to_json",
+    "ToleranceRule", "__version__", "analyze", "analyze_model", "inspect_source", "load", "report_to_dict", "to_json",
 ]

@@ -11,6 +11,7 @@ import re
 import time
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 from .analysis import layer_evidence, layers_in_flight, locate_bottleneck, resolve_grid, submit_layer
 from .errors import CbnError, NothingToAnalyseError, UnreadableInputError, UsageError
@@ -96,8 +97,15 @@ def analyze_model(loaded: LoadedModel, settings: Settings | None = None) -> Mode
     )
 
 
+def _is_module(source: object) -> bool:
+    import sys
+
+    torch = sys.modules.get("torch")  # a module object can only exist if torch is already imported
+    return torch is not None and isinstance(source, torch.nn.Module)
+
+
 def inspect_source(
-    source: str | Path,
+    source: str | Path | Any,
     settings: Settings | None = None,
     *,
     trust_code: bool = False,
@@ -108,9 +116,22 @@ def inspect_source(
 ) -> ModelReport:
     """Load ``source`` and analyse it: the whole job of ``cbn-inspect SOURCE``, as a library call.
 
+    ``source`` is a path, ``timm:NAME``, or an ``nn.Module`` already in memory (traced at ``input_size``, or
+    at its timm ``pretrained_cfg`` input size; without either, analysed untraced on the default grid).
     ``arch`` (``timm:NAME``) and ``input_size`` (``N``, ``HxW``, ``CxHxW``) are passed to :func:`load`.
     """
     settings = settings or Settings()
+    if _is_module(source):
+        if arch:
+            raise UsageError("arch applies to a checkpoint file; an nn.Module holds its own architecture")
+        from .loaders._trace import load_module, parse_input_size
+        from .records import SourceInfo
+
+        info = SourceInfo(path=f"<{type(source).__name__}>", format="in-memory")
+        loaded = load_module(source, info, size=parse_input_size(input_size), fold_batchnorm=settings.fold_batchnorm)
+        return analyze_model(loaded, settings)
+    if not isinstance(source, (str, Path)):
+        raise UsageError(f"cannot inspect a {type(source).__name__}: pass a path, 'timm:NAME' or an nn.Module")
     loaded = load(source, trust_code=trust_code or trust_pickle, key=key, fold_batchnorm=settings.fold_batchnorm,
                   arch=arch, input_size=input_size)
     return analyze_model(loaded, settings)

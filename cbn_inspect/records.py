@@ -322,3 +322,32 @@ class ModelReport:
     order_source: str = "natural-sort"
     warnings: tuple[str, ...] = ()
     seconds: float | None = None
+
+    # Views that delegate to the reporters (imported on use, so this module stays free of heavy imports).
+
+    def to_frame(self) -> Any:
+        """One row per layer as a ``pandas.DataFrame``; columns in :mod:`cbn_inspect.report.frame`."""
+        from .report.frame import report_frame
+
+        return report_frame(self)
+
+    def plot(self, path: Any = None, panels: tuple[str, ...] | None = None) -> Any:
+        """The report's figure (matplotlib ``Figure``); with ``path``, also written there (PNG/SVG/PDF)."""
+        from .report.figures import plot_report, write_figure
+
+        fig = plot_report(self, panels)
+        if path is not None:
+            write_figure(fig, path)
+        return fig
+
+    def to_html(self, figures: bool = True) -> str:
+        """The self-contained HTML page of ``--html``."""
+        from .report.html import report_html
+
+        return report_html(self, figures=figures)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: summary, heat map, layer table (no matplotlib needed)."""
+        from .report.html import report_fragment
+
+        return report_fragment(self)

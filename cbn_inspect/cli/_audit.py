@@ -34,6 +34,7 @@ one source per line).
 
 * `cbn-inspect audit zoo/ --out audit.jsonl`: every checkpoint under zoo/, one JSON line each; re-run to resume.
 * `cbn-inspect audit zoo/ --out audit.jsonl --csv audit.csv --jobs 8 --timeout 600`
+* `cbn-inspect audit zoo/ timm:resnet* --html zoo.html`: an HTML overview of the zoo, one row per model.
 * `cbn-inspect audit @models.txt --out a.jsonl --executor dask --scheduler tcp://10.0.0.5:8786`
 
 Exit codes: 0 every item ok, {SOME_ITEMS_FAILED_EXIT} some items failed (their error rows are written), 2 usage,
@@ -80,6 +81,7 @@ def audit_command(
     sources: Annotated[list[str], typer.Argument(help="Files, folders, timm:PATTERN, @manifest files.", show_default=False)],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE.jsonl", help="One JSON line per item, written as each finishes; re-running with the same file resumes.")] = None,
     csv_out: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE", help="A CSV of the summary columns, for spreadsheets.")] = None,
+    html_out: Annotated[Optional[Path], typer.Option("--html", metavar="FILE", help="A self-contained HTML overview: one row per model (call, rank, strength, profile picture), failures listed.")] = None,
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Worker processes (default: the machine's cores).")] = None,
     timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="SECONDS", help="Per-item time limit; the worker is killed and the item becomes an error row.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Recompute items the --out file already holds.")] = False,
@@ -124,6 +126,13 @@ def audit_command(
             stderr.print(f"{row.item}: {row.error_kind}: {row.error_message}", markup=False, highlight=False)
     if csv_out is not None:
         write_csv(csv_out, result.rows)
+    if html_out is not None:
+        from ..report.html import audit_html
+
+        try:
+            html_out.write_text(audit_html(result.rows), encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--html {html_out}: cannot write ({exc.strerror or exc})") from exc
     if not quiet:
         Console(highlight=False).print(AuditSummary(result.rows, reused=result.reused, seconds=result.seconds))
         if result.repaired_lines:

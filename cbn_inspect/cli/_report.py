@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -30,9 +31,10 @@ EPILOG = """
 * `cbn-inspect model.safetensors --tolerance gap --layers 'layer[2-3]'`: largest-gap rule, some layers.
 * `cbn-inspect timm:resnet50`: a timm architecture (random weights), grids traced at its input size.
 * `cbn-inspect weights.safetensors --arch timm:resnet50 --input-size 288`: a file's weights in that architecture.
+* `cbn-inspect model.safetensors --plot cbn.png --html cbn.html`: the figures, and a self-contained HTML report.
 
 Exit codes: 0 ok, 2 usage, 3 unreadable input, 4 no conv layers, 5 unsafe pickle refused, 6 analysis
-error, 70 internal error.
+error, 7 an optional extra is missing (--plot needs matplotlib), 70 internal error.
 """
 
 
@@ -58,19 +60,47 @@ def report_command(
     min_gap: MinGapOption = 10.0,
     max_utilisation: MaxUtilisationOption = 0.5,
     memory_budget: MemoryBudgetOption = 256,
+    plot: Annotated[Optional[Path], typer.Option("--plot", metavar="FILE", help="Write the figures to FILE: .png, .svg or .pdf (needs the plot extra: pip install 'cbn-inspect[plot]').")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", metavar="FILE", help="Write a self-contained HTML report (summary, sortable layer table, figures, settings) to FILE.")] = None,
 ) -> None:
     """Analyse one checkpoint: per-frequency spectra of every conv layer and the bottleneck they form."""
     settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, spectra,
                               device, min_gap, max_utilisation, threads=threads, memory_budget=memory_budget)
-    report = inspect_source(source, settings, trust_code=trust_code, key=key, arch=arch,
-                            input_size=input_size)
+    if plot is not None:  # fail before the analysis, not after it
+        from ..report.figures import figure_format, require_matplotlib
+
+        figure_format(plot)
+        require_matplotlib()
+    pictures = plot is not None or html is not None
+    # The figures colour singular values by degree, so they need the spectra; the JSON gets them only with --spectra.
+    report = inspect_source(source, replace(settings, keep_spectra=True) if pictures else settings,
+                            trust_code=trust_code, key=key, arch=arch, input_size=input_size)
+    if pictures:
+        _write_pictures(report, plot, html)
+        report = replace(report, settings=settings) if not spectra else report
     if json_out == "-":
         sys.stdout.write(to_json(report) + "\n")
         return
     Console(highlight=False).print(TerminalReport(report))
     if json_out:
-        try:
-            Path(json_out).write_text(to_json(report) + "\n")
-        except OSError as exc:
-            raise UsageError(f"--json {json_out}: cannot write ({exc.strerror or exc})") from exc
-        stderr.print(f"wrote {json_out}", style="dim")
+        _write(json_out, to_json(report) + "\n", "--json")
+
+
+def _write(path: str | Path, text: str, option: str) -> None:
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write ({exc.strerror or exc})") from exc
+    stderr.print(f"wrote {path}", style="dim")
+
+
+def _write_pictures(report, plot: Path | None, html: Path | None) -> None:
+    if plot is not None:
+        from ..report.figures import save_report_figure
+
+        save_report_figure(report, plot)
+        stderr.print(f"wrote {plot}", style="dim")
+    if html is not None:
+        from ..report.html import report_html
+
+        _write(html, report_html(report), "--html")

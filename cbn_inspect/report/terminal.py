@@ -206,9 +206,77 @@ class TerminalReport:
             head.append(f", BatchNorm folded into {folded}")
         if r.skipped:
             head.append(f", {len(r.skipped)} tensors skipped", style="dim")
-        parts = [head, _table(r, options.max_width), _summary(r)]
+        parts = [head, _table(r, options.max_width), HeatStrip(r), _summary(r)]
         if any(layer.layer.grid_source == "default" for layer in r.layers):
             parts.append(Text("* default grid: no architecture or metadata declared it", style="dim"))
         for warning in r.warnings:
             parts.append(Text(f"warning: {warning}", style="yellow"))
         yield Group(*parts)
+
+
+HEAT_CHARS = " .:-=+*#%@"  # kept modes per cell: none, then nine steps of a log scale up to the largest cell
+HEAT_ROWS = 8  # degree rows at most (low degrees single, higher ones in ranges of doubling width)
+HEAT_LABEL = 10  # room for the row labels ("deg 64-112")
+
+
+def heat_levels(counts: np.ndarray) -> np.ndarray:
+    """Cell values -> indices into :data:`HEAT_CHARS` (0 for none, 1-9 on a log scale, -1 for no data)."""
+    top = np.nanmax(counts) if np.isfinite(counts).any() else 0.0
+    levels = np.zeros(counts.shape, dtype=np.int64)
+    if top > 0:
+        scaled = np.log1p(np.nan_to_num(counts)) / math.log1p(top)
+        levels = np.where(counts > 0, 1 + np.minimum(8, (scaled * 9).astype(np.int64)), 0)
+    return np.where(np.isnan(counts), -1, levels)
+
+
+class HeatStrip:
+    """Kept modes per frequency degree (rows) and layer (columns) as characters, readable without colour.
+
+    A layer gets up to 3 character columns; with more layers than columns, a column is the mean of
+    consecutive layers. The row under the cells marks the bottleneck's columns with ``^``.
+    """
+
+    def __init__(self, report: ModelReport, rows: int = HEAT_ROWS) -> None:
+        self.report = report
+        self.rows = rows
+
+    def grid(self, width: int) -> tuple[list[str], list[str], int, int]:
+        """The strip's lines and their labels for ``width`` cells; also layers per column and columns per layer."""
+        from .figure_data import degree_matrix
+
+        data = degree_matrix(self.report, limit=self.rows, min_energy=math.inf)
+        n = len(data.names)
+        per = max(1, math.ceil(n / max(width, 1)))
+        repeat = max(1, min(3, width // max(n, 1)))
+        groups = [list(range(i, min(n, i + per))) for i in range(0, n, per)]
+        cols = np.full((len(data.bins), len(groups)), np.nan)
+        for j, g in enumerate(groups):
+            block = data.counts[g]
+            if np.isfinite(block).any():
+                cols[:, j] = np.nanmean(block, axis=0)
+        levels = heat_levels(cols)
+        labels = [f"deg {lab}" for lab in data.labels]
+        lines = ["".join(("?" if v < 0 else HEAT_CHARS[v]) * repeat for v in row) for row in levels]
+        marks = "".join(("^" if data.inside[g].any() else " ") * repeat for g in groups)
+        if marks.strip():
+            labels.append("")
+            lines.append(marks.rstrip())
+        return labels, lines, per, repeat
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        n = len(self.report.layers)
+        width = max(8, options.max_width - HEAT_LABEL - 1)
+        labels, lines, per, repeat = self.grid(width)
+        span = f"{per} layers a column, " if per > 1 else ""
+        out = Text(f"kept modes by degree × layer ({span}'{HEAT_CHARS[1:]}' few → most, log scale; ^ bottleneck)\n",
+                   style="dim")
+        pad = max(len(label) for label in labels)
+        for label, line in zip(labels, lines):
+            out.append(f"{label:>{pad}} ", style="dim")
+            out.append(line)
+            out.append("\n")
+        cells = math.ceil(n / per) * repeat
+        last = str(n - 1)
+        axis = "0" + last.rjust(cells - 1) if cells > len(last) + 1 else ""
+        out.append(" " * (pad + 1) + axis, style="dim")
+        yield out
