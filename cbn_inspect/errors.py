@@ -61,7 +61,7 @@ class AnalysisError(CbnError):
 class MissingExtraError(CbnError):
     """A feature needs an optional extra that is not installed (``pip install 'cbn-inspect[plot]'``)."""
 
-    exit_code = 7
+    exit_code = 10
     kind = "missing-extra"
 
 

@@ -26,7 +26,7 @@ def run(*args: str, hide: bool = True, code: str | None = None) -> subprocess.Co
 def test_plot_fails_with_one_line_naming_the_extra(tmp_path):
     out = tmp_path / "f.png"
     result = run(DEMO, "--plot", out)
-    assert result.returncode == 7, result.stderr
+    assert result.returncode == 10, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("cbn-inspect: error: ") and "pip install 'cbn-inspect[plot]'" in lines[0]

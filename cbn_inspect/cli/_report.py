@@ -34,7 +34,7 @@ EPILOG = """
 * `cbn-inspect model.safetensors --plot cbn.png --html cbn.html`: the figures, and a self-contained HTML report.
 
 Exit codes: 0 ok, 2 usage, 3 unreadable input, 4 no conv layers, 5 unsafe pickle refused, 6 analysis
-error, 7 an optional extra is missing (--plot needs matplotlib), 70 internal error.
+error, 10 an optional extra is missing (--plot needs matplotlib), 70 internal error.
 """
 
 
