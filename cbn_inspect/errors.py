@@ -58,5 +58,12 @@ class AnalysisError(CbnError):
     kind = "analysis"
 
 
+class StepOrderError(CbnError):
+    """``track``: the checkpoints cannot be put in training order (a step missing, mixed, or repeated)."""
+
+    exit_code = 9
+    kind = "step-order"
+
+
 SOME_ITEMS_FAILED_EXIT = 8  # `cbn-inspect audit`: the batch ran, but some items are error rows
 INTERNAL_ERROR_EXIT = 70  # an unexpected exception: a bug in cbn-inspect, reported as one line
