@@ -93,7 +93,7 @@ class SeriesView:
         s = self.series
         shown = f" ({len(cols)} of {len(s.steps)} shown; --json for all)" if len(cols) < len(s.steps) else ""
         table = Table(box=box.SIMPLE_HEAD, title=Text(f"modes per layer, by {s.unit}{shown}"), title_justify="left",
-                      pad_edge=False, padding=(0, 0, 0, 2), show_edge=False)
+                      pad_edge=False, padding=(0, 0, 0, 1), show_edge=False)
         table.add_column("layer", no_wrap=True, max_width=24, min_width=10)
         digits = max([len(str(v)) for v in s.steps] + [4])
         for i in cols:
