@@ -196,29 +196,28 @@ class ComparisonView:
         c = self.comparison
         pa = (c.a.get("source") or {}).get("path") or "A"
         pb = (c.b.get("source") or {}).get("path") or "B"
-        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
-                      title=Text(f"A: {pa}\nB: {pb}"), title_justify="left")
-        for name, justify in (("layer", "left"), ("modes A → B", "right"), ("kept degrees A → B", "left"),
-                              ("σmax A → B", "right"), ("gap A → B", "right"), ("", "left")):
-            table.add_column(name, justify=justify, overflow="fold", max_width=24 if name == "layer" else None)
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0, 0, 1), show_edge=False,
+                      title=Text(f"A: {pa}\nB: {pb}\n(= unchanged; A → B where changed; kept degrees: B's)"),
+                      title_justify="left")
+        for name, justify in (("layer", "left"), ("modes", "right"), ("kept degrees", "left"), ("σmax", "right"),
+                              ("gap", "right")):
+            table.add_column(name, justify=justify, no_wrap=True, max_width=24 if name == "layer" else None)
         for change in c.layers:
             if not change.paired:
                 side = "A" if change.b is None else "B"
-                table.add_row(Text(change.name), "", "", "", "", Text(f"only in {side}", style="yellow"))
+                table.add_row(Text(change.name), Text(f"only in {side}", style="yellow"), "", "", "")
                 continue
             a, b = change.a, change.b
-            style = "bold" if change.changed else "dim"
-            ca, cb = a.get("mode_count"), b.get("mode_count")
-            delta = f" ({cb - ca:+d})" if ca is not None and cb is not None and ca != cb else ""
-            da, db = _degrees(a.get("degree_counts")), _degrees(b.get("degree_counts"))
-            table.add_row(
-                Text(change.name),
-                Text(f"{'–' if ca is None else ca} → {'–' if cb is None else cb}{delta}", style=style),
-                Text(f"{da} → {db}" if da != db else "=", style=style),
-                Text(f"{_num(a.get('spectral_norm'))} → {_num(b.get('spectral_norm'))}", style=style),
-                Text(f"{_num(a.get('gap_ratio'))} → {_num(b.get('gap_ratio'))}", style=style),
-                Text("changed" if change.changed else "=", style="yellow" if change.changed else "dim"),
-            )
+
+            def cell(key: str, fmt) -> Text:
+                if key not in change.changed:
+                    return Text(f"= {fmt(b.get(key))}", style="dim")
+                if key == "degree_counts":
+                    return Text(f"→ {fmt(b.get(key))}", style="bold")
+                return Text(f"{fmt(a.get(key))} → {fmt(b.get(key))}", style="bold")
+
+            table.add_row(Text(change.name), cell("mode_count", lambda v: "–" if v is None else str(v)),
+                          cell("degree_counts", _degrees), cell("spectral_norm", _num), cell("gap_ratio", _num))
         lines = [f"A: {self._call(c.a)}", f"B: {self._call(c.b)}"]
         if c.unchanged:
             lines.append(f"no change: every layer's mode count, kept degrees, spectral norm and gap agree "
