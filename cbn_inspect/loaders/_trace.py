@@ -204,15 +204,15 @@ def trace_convs(model: Any, input_shape: tuple[int, ...] | None) -> tuple[list[C
         for name, module in modules.items():
             if isinstance(module, _BatchNorm):
                 handles.append(module.register_forward_pre_hook(bn_hook(name)))
+        # each module's own mode, restored after the pass (also when the user's forward fails)
+        modes = {m: m.training for m in modules.values()}
         try:
             first = next(iter(model.parameters()), None)
             device = first.device if first is not None else torch.device("cpu")
             dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
-            was_training = model.training
             model.eval()
             with torch.no_grad():
                 model(torch.zeros((1, *input_shape), device=device, dtype=dtype))
-            model.train(was_training)
         except Exception as exc:  # any failure of the user's forward: keep declared geometry, say why
             ran_ok = False
             text = " ".join(str(exc).split())[:200]
@@ -221,6 +221,8 @@ def trace_convs(model: Any, input_shape: tuple[int, ...] | None) -> tuple[list[C
             seen.clear()
             pairs.clear()
         finally:
+            for module, training in modes.items():
+                module.training = training
             for handle in handles:
                 handle.remove()
             keep.clear()
