@@ -130,7 +130,7 @@ class SeriesView:
         s = self.series
         ok = [i for i, p in enumerate(s.points) if p.ok]
         first, last = (ok[0], ok[-1]) if ok else (0, 0)
-        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1),
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0, 0, 1), show_edge=False,
                       title=Text(f"per layer, {s.unit} {s.steps[first]} → {s.steps[last]}"), title_justify="left")
         for name, justify in (("layer", "left"), ("modes", "right"), ("use", "right"), ("gap", "right"),
                               ("kept degrees (last)", "left")):
@@ -196,9 +196,8 @@ class ComparisonView:
         c = self.comparison
         pa = (c.a.get("source") or {}).get("path") or "A"
         pb = (c.b.get("source") or {}).get("path") or "B"
-        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0, 0, 1), show_edge=False,
-                      title=Text(f"A: {pa}\nB: {pb}\n(= unchanged; A → B where changed; kept degrees: B's)"),
-                      title_justify="left")
+        header = Text(f"A: {pa}\nB: {pb}\n(= unchanged; A → B where changed; kept degrees: B's)")
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0, 0, 1), show_edge=False)
         for name, justify in (("layer", "left"), ("modes", "right"), ("kept degrees", "left"), ("σmax", "right"),
                               ("gap", "right")):
             table.add_column(name, justify=justify, no_wrap=True, max_width=24 if name == "layer" else None)
@@ -217,7 +216,8 @@ class ComparisonView:
                 return Text(f"{fmt(a.get(key))} → {fmt(b.get(key))}", style="bold")
 
             table.add_row(Text(change.name), cell("mode_count", lambda v: "–" if v is None else str(v)),
-                          cell("degree_counts", _degrees), cell("spectral_norm", _num), cell("gap_ratio", _num))
+                          cell("degree_counts", lambda v: _degrees(v, 20)), cell("spectral_norm", _num),
+                          cell("gap_ratio", _num))
         lines = [f"A: {self._call(c.a)}", f"B: {self._call(c.b)}"]
         if c.unchanged:
             lines.append(f"no change: every layer's mode count, kept degrees, spectral norm and gap agree "
@@ -231,7 +231,7 @@ class ComparisonView:
             lines.append(f"layers only in A: {', '.join(c.only_a) or 'none'}; only in B: {', '.join(c.only_b) or 'none'}")
         if c.settings_differ:
             lines.append("warning: A and B were analysed with different settings")
-        yield Group(table, Panel(Text("\n".join(lines)), title="compare", title_align="left", box=box.ROUNDED))
+        yield Group(header, table, Panel(Text("\n".join(lines)), title="compare", title_align="left", box=box.ROUNDED))
 
     @staticmethod
     def _call(report: Mapping[str, Any]) -> str:
