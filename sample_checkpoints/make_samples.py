@@ -547,8 +547,9 @@ def make_series(name: str, out: Path, smoke: bool, every: int = SERIES_EVERY) ->
     """Train sample NAME once, saving a checkpoint every ``every`` steps (step 0 = initialisation).
 
     Each file is ``out/NAME_run/step_XXXX.safetensors`` (float32) with the sample's metadata plus
-    ``step`` and ``global_step`` (updates done), ``series`` (NAME), ``loss`` (at these weights) and
-    ``total_steps``. The recipe is exactly the sample's: the last file holds the same tensors as
+    ``step`` and ``global_step`` (updates done), ``series`` (NAME), ``loss`` (at these weights),
+    ``train_seconds`` (wall-clock since step 0) and ``total_steps``; the last file also has the sample's
+    ``final_loss`` and ``final_mse``. The recipe is exactly the sample's: the last file holds the same tensors as
     ``NAME.safetensors``. Only the full-size circular samples have a series.
     """
     cfg = SAMPLES[name]
@@ -558,22 +559,25 @@ def make_series(name: str, out: Path, smoke: bool, every: int = SERIES_EVERY) ->
     folder.mkdir(parents=True, exist_ok=True)
     if smoke:
         every = 1
-    saved: list[tuple[int, dict[str, torch.Tensor], float]] = []
+    saved: list[tuple[int, dict[str, torch.Tensor], float, float]] = []
+    started: list[float] = []
 
     def snapshot(step: int, net: FourierCircularNet, loss: float) -> None:
+        started.append(started[0] if started else time.perf_counter())
         with torch.no_grad():
             tensors = {f"layers.{i}.weight": to_cross_correlation(k).contiguous()
                        for i, k in enumerate(net.kernels())}
-        saved.append((step, tensors, loss))
+        saved.append((step, tensors, loss, time.perf_counter() - started[0]))
 
     tensors, metadata = train_circular(cfg, smoke, snapshot=snapshot, every=every)
     total = metadata["steps"]
-    for step, snap, loss in saved:
+    for step, snap, loss, elapsed in saved:
         meta = {k: v for k, v in metadata.items()
                 if k not in ("final_loss", "final_mse", "layer_squared_norms", "train_seconds")}
         meta.update({
             "series": name, "step": str(step), "global_step": str(step), "total_steps": total,
             "steps": str(step),
+            "train_seconds": f"{elapsed:.1f}",
             "loss": "n/a (end of training; see final_loss)" if math.isnan(loss) else f"{loss:.6g}",
             "layer_squared_norms": json.dumps([round(v.square().sum().item(), 6)
                                                for v in snap.values()]),
