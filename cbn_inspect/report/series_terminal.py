@@ -178,7 +178,7 @@ class SeriesView:
         return lines
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        parts: list[Any] = [self.table(console, options.max_width), self.evolution()]
+        parts: list[Any] = [self.table(console, options.max_width), Text(""), self.evolution()]
         parts.append(Panel(Text("\n".join(self.summary())), title="CBN over training", title_align="left",
                            box=box.ROUNDED))
         for point in self.series.failed:
