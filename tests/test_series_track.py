@@ -68,6 +68,17 @@ def test_terminal_shows_the_table_and_the_story(tracked):
     assert max(len(line) for line in text.splitlines()) <= 80
 
 
+def test_readme_shows_what_track_prints(tracked):
+    result, _, _ = tracked
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("cbn-inspect track sample_checkpoints/cbn_demo_1d_run/ --plot", 1)[1]
+    block = block.split("```text\n", 1)[1].split("```", 1)[0]
+    head, tail = block.split("...\n")
+    printed = [line.rstrip() for line in result.stdout.splitlines()]
+    assert head.splitlines() == printed[: len(head.splitlines())]
+    assert tail.splitlines() == printed[-len(tail.splitlines()):]
+
+
 def test_layer_tracks_equal_the_checkpoints_reports(tracked, cli):
     _, _, data = tracked
     report = cli.json(str(RUN / "step_0800.safetensors"))
