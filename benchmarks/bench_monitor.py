@@ -7,7 +7,8 @@ bundled demo ``sample_checkpoints/cbn_demo.safetensors`` loaded into a live modu
 convs (16x16). The reference file is the module's ``state_dict`` saved as safetensors with
 ``Monitor.checkpoint_metadata()`` (grids and order), so both sides analyse the same layers on the same grids;
 the script asserts that their numbers agree. Also printed: the cost of a ``step()`` that does not analyse,
-and of writing the checkpoint the reference reads (which the Monitor never does).
+of writing the checkpoint the reference reads (which the Monitor never does), and how long the training
+loop waits per analysis with ``background=True`` (only for the copy of the weights).
 
     PYTHONPATH=. python benchmarks/bench_monitor.py                 # resnet18 at 224, 3 repeats
     PYTHONPATH=. python benchmarks/bench_monitor.py --input-size 64 --repeats 5
@@ -111,6 +112,12 @@ def bench(label: str, model, size: int, repeats: int, tmp: Path) -> None:
         ref_cpu.append(c), ref_wall.append(w)
     assert same_numbers(live, ref), f"{label}: the Monitor and the saved checkpoint disagree"
     idle_cpu, idle_wall, _ = timed(lambda: [monitor.step() for _ in range(1000)], 1)
+    waits = []
+    with Monitor(model, every=1_000_000, settings=settings, input_size=size, background=True) as background:
+        for _ in range(repeats):
+            _, wall, future = timed(lambda: background.analyse(0), 1)
+            waits.append(wall)
+            assert same_numbers(future.result(), ref)
     m_cpu, m_wall = statistics.median(mon_cpu), statistics.median(mon_wall)
     r_cpu, r_wall = statistics.median(ref_cpu), statistics.median(ref_wall)
     layers = len(live["layers"])
@@ -123,6 +130,8 @@ def bench(label: str, model, size: int, repeats: int, tmp: Path) -> None:
     print(f"  once: trace at Monitor(...) CPU {trace_cpu:.3f} s wall {trace_wall:.3f} s; "
           f"saving the file CPU {save_cpu:.3f} s wall {save_wall:.3f} s")
     print(f"  step() that does not analyse: {idle_wall / 1000 * 1e6:.1f} us wall")
+    print(f"  background=True: the loop waits {statistics.median(waits) * 1000:.1f} ms wall per analysis "
+          f"(the copy; median of {repeats}); the analysis then runs beside it")
 
 
 def main() -> None:

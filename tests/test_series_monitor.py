@@ -105,6 +105,28 @@ def test_records_equal_the_whole_module_traced_from_a_file(tmp_path, cli):
     assert monitor.last["order_source"] == "trace"
 
 
+def test_background_mode_writes_the_same_records(tmp_path):
+    def run(background: bool, out: Path) -> list[dict]:
+        torch.manual_seed(0)
+        model = Net()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        x = torch.randn(4, 1, 8, 8)
+        with Monitor(model, every=2, out=out, settings=Settings(threads=1), input_size=8,
+                     background=background) as monitor:
+            for _ in range(6):
+                loss = model(x).square().mean()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()  # changes the weights while an earlier analysis may still run
+                monitor.step()
+        return [json.loads(line) for line in out.read_text().splitlines()]
+
+    strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+    plain, background = run(False, tmp_path / "a.jsonl"), run(True, tmp_path / "b.jsonl")
+    assert [r["step"] for r in background] == [2, 4, 6]
+    assert [strip(r) for r in background] == [strip(r) for r in plain]
+
+
 def test_monitor_copies_the_weights_it_analyses():
     model = Net()
     monitor = Monitor(model, every=1, input_size=8)

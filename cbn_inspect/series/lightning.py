@@ -59,3 +59,7 @@ class CbnInspectCallback(Callback):
         record = self.monitor.step(global_step=trainer.global_step)
         if record is not None and self.log and trainer.logger is not None:
             trainer.logger.log_metrics(headline(record), step=trainer.global_step)
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.monitor is not None:
+            self.monitor.close()

@@ -13,7 +13,9 @@ Usage::
         ...; optimizer.step()
         monitor.step()          # after the update: the record of step N is the model after N updates
 
-``cbn-inspect track cbn.jsonl`` shows the series. :meth:`Monitor.checkpoint_metadata` gives the
+With ``background=True`` the loop waits only for the copy of the weights; the analysis and the write run
+on one background thread, in step order (call :meth:`Monitor.close`, or use the monitor as a context
+manager, to wait for the last records). ``cbn-inspect track cbn.jsonl`` shows the series. :meth:`Monitor.checkpoint_metadata` gives the
 ``__metadata__`` that makes a safetensors checkpoint of the same model analyse alike (grids and order).
 """
 
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -33,7 +37,8 @@ class Monitor:
     ``input_size`` (``N``, ``HxW``, ``CxHxW``) is the input the grids are traced at (timm modules know their
     own); without it grids fall back to the settings' default, as for an untraced module. ``start_step`` is
     the step the first :meth:`step` call follows (a resumed run). ``out`` may be None: the records are then
-    only returned (and kept in :attr:`last`).
+    only returned (and kept in :attr:`last`). ``background=True``: :meth:`step` and :meth:`analyse` return a
+    ``Future`` of the record instead, and an analysis error is raised by the next call or :meth:`close`.
     """
 
     def __init__(
@@ -46,6 +51,7 @@ class Monitor:
         *,
         start_step: int = 0,
         source: str | None = None,
+        background: bool = False,
     ) -> None:
         from ..loaders import parse_input_size
         from ..loaders._trace import trace_module
@@ -69,10 +75,12 @@ class Monitor:
         self._info = SourceInfo(path=label, format="live-module", notes=(what, *notes))
         if self.out is not None:
             self.out.parent.mkdir(parents=True, exist_ok=True)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="cbn-monitor") if background else None
+        self._pending: deque[Future] = deque()
 
     # -- the schedule --------------------------------------------------------------------------------
 
-    def step(self, global_step: int | None = None) -> dict[str, Any] | None:
+    def step(self, global_step: int | None = None) -> dict[str, Any] | Future | None:
         """Count one training step (or set the count to ``global_step``); analyse when it is a multiple of
         ``every``. Returns the record written, else None."""
         self.global_step = self.global_step + 1 if global_step is None else int(global_step)
@@ -80,21 +88,49 @@ class Monitor:
             return None
         return self.analyse(self.global_step)
 
-    def analyse(self, step: int | None = None) -> dict[str, Any]:
+    def analyse(self, step: int | None = None) -> dict[str, Any] | Future:
         """Analyse the current weights now, write the record (``step`` defaults to the count so far)."""
+        step = self.global_step if step is None else int(step)
+        loaded = self.snapshot()  # the copy is taken here, in the caller's thread, in both modes
+        self._done.add(step)
+        if self._pool is None:
+            return self._record(step, loaded)
+        self._reap(wait=False)
+        future = self._pool.submit(self._record, step, loaded)
+        self._pending.append(future)
+        return future
+
+    def _record(self, step: int, loaded: LoadedModel) -> dict[str, Any]:
         from ..inspect import analyze_model
         from ..report.json_report import report_to_dict
 
-        step = self.global_step if step is None else int(step)
-        report = analyze_model(self.snapshot(), self.settings)
+        report = analyze_model(loaded, self.settings)
         record = {"step": step, **report_to_dict(report)}
         if self.out is not None:
             line = json.dumps(record, allow_nan=False, ensure_ascii=False, separators=(",", ":")) + "\n"
             with self.out.open("a", encoding="utf-8") as handle:
                 handle.write(line)
-        self._done.add(step)
         self.last = record
         return record
+
+    def _reap(self, wait: bool) -> None:
+        """Drop finished background analyses, raising the first error; with ``wait``, all of them."""
+        while self._pending and (wait or self._pending[0].done()):
+            self._pending.popleft().result()
+
+    def close(self) -> None:
+        """Wait for background analyses (raising the first error) and stop the background thread."""
+        try:
+            self._reap(wait=True)
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- the weights ---------------------------------------------------------------------------------
 
