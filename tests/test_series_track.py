@@ -174,3 +174,19 @@ def test_build_series_settles_only_when_the_call_stays(tracked):
     points[-1] = SeriesPoint(source=points[-1].source, step=StepInfo(4000, "step", "file name", "x"), report=last)
     moved = build_series(points, unit="step", step_source="test")
     assert moved.first_found == 1200 and moved.settled == 4000
+
+
+def test_monitor_file_errors(tmp_path, cli):
+    record = {"step": 4, "layers": [], "bottleneck": {"found": False, "reason": "", "strength": 0.0}}
+    good = json.dumps(record) + "\n"
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text(good + '{"step": 8, "lay')  # killed while writing the last line
+    assert [p.step.step for p in read_monitor_file(cut)] == [4]
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text(good + good)
+    result = cli("track", str(twice))
+    assert result.exit_code == 9 and "several records at step 4" in result.stderr
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"hello": 1}\n')
+    result = cli("track", str(other))
+    assert result.exit_code == 3 and "line 1 is not a Monitor record" in result.stderr

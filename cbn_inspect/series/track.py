@@ -50,18 +50,22 @@ def read_monitor_file(path: str | Path) -> list[SeriesPoint]:
     """The points of a :class:`cbn_inspect.Monitor` JSONL file (one report with a ``step`` per line)."""
     points = []
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UnreadableInputError(f"{path}: cannot read ({exc})") from exc
+    lines = text.splitlines()
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             data = json.loads(line)
             step = int(data["step"])
-            data["layers"], data["bottleneck"]  # noqa: B018  (a report, not some other JSON line)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UnreadableInputError(f"{path}: line {number} is not a Monitor record (a report with a step)") from exc
+        except (ValueError, KeyError, TypeError):
+            data, step = None, -1
+        if data is None and number == len(lines) and not text.endswith("\n"):
+            break  # a last line cut short (training killed while writing): the records before it stand
+        if not isinstance(data, dict) or step < 0 or not {"layers", "bottleneck"} <= set(data):
+            raise UnreadableInputError(f"{path}: line {number} is not a Monitor record (a report with a step)")
         points.append(SeriesPoint(source=f"{path}:{number}", step=StepInfo(step, "step", "record", "step"),
                                   report=data))
     if not points:
