@@ -39,11 +39,13 @@ def test_shipped_series_layout_and_step_metadata():
 def test_series_mode_is_the_samples_recipe(tmp_path):
     """--series --smoke saves every step of the 5-step smoke run; its last file holds exactly the tensors of
     the plain smoke run of the same sample (saving snapshots does not change the training)."""
-    script = str(SAMPLES / "make_samples.py")
-    for args in (["--series"], ["--only", "cbn_demo_1d"]):
-        done = subprocess.run([sys.executable, script, "--smoke", "--out", str(tmp_path), *args],
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
+    # one subprocess (torch imported once; its global settings stay out of the test process), two runs
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import make_samples as m; "
+            "m.main(['--smoke', '--out', sys.argv[2], '--series']); "
+            "m.main(['--smoke', '--out', sys.argv[2], '--only', 'cbn_demo_1d'])")
+    done = subprocess.run([sys.executable, "-c", code, str(SAMPLES), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
     files = sorted((tmp_path / "cbn_demo_1d_run").glob("*.safetensors"))
     assert [f.name for f in files] == [f"step_{s:04d}.safetensors" for s in range(6)]
     last, plain = tensors(files[-1]), tensors(tmp_path / "cbn_demo_1d.safetensors")
