@@ -240,7 +240,8 @@ def test_lightning_callback_records_and_logs(tmp_path):
     callback = CbnInspectCallback(every=2, out=tmp_path / "cbn.jsonl", settings=Settings(threads=1), input_size=8)
     saver = Saver(callback)
     logger = Capture()
-    trainer = pl.Trainer(max_steps=6, callbacks=[callback, saver], logger=logger, enable_checkpointing=False,
+    checkpoints = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=-1)
+    trainer = pl.Trainer(max_steps=6, callbacks=[callback, saver, checkpoints], logger=logger,
                          enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
     trainer.fit(Module(), data)
     records = [json.loads(line) for line in (tmp_path / "cbn.jsonl").read_text().splitlines()]
@@ -250,3 +251,9 @@ def test_lightning_callback_records_and_logs(tmp_path):
         assert numbers(record) == numbers(expected)
     assert [step for step, _ in logger.logged] == [2, 4, 6]
     assert "cbn/strength" in logger.logged[0][1] and "cbn/modes/net.blocks.0.conv" in logger.logged[0][1]
+    # Lightning's own checkpoints order by their global_step
+    from cbn_inspect.series import order_by_step
+
+    ordered = order_by_step([str(p) for p in sorted((tmp_path / "ckpt").glob("*.ckpt"), reverse=True)])
+    assert [info.step for _, info in ordered] == [2, 4, 6]
+    assert {(info.origin, info.key) for _, info in ordered} == {("checkpoint", "global_step")}

@@ -190,3 +190,24 @@ def test_monitor_file_errors(tmp_path, cli):
     other.write_text('{"hello": 1}\n')
     result = cli("track", str(other))
     assert result.exit_code == 3 and "line 1 is not a Monitor record" in result.stderr
+
+
+def test_figure_of_many_layers_uses_a_colour_bar(tracked):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from cbn_inspect.report.series_figures import plot_series
+    from cbn_inspect.series.records import SeriesPoint
+
+    _, paths, _ = tracked
+    series = run_track([str(RUN)], out=paths["out"])
+    points = []
+    for point in series.points:  # 24 layers: the 12 twice, under new names
+        report = dict(point.report)
+        report["layers"] = report["layers"] + [dict(layer, name=f"copy.{layer['name']}") for layer in report["layers"]]
+        points.append(SeriesPoint(source=point.source, step=point.step, report=report))
+    wide = build_series(points, unit="step", step_source="test")
+    fig = plot_series(wide)
+    named = [line for line in fig.axes[0].lines if not line.get_label().startswith("_")]
+    assert len(named) == 24 and fig.axes[0].get_legend() is None
+    assert len(fig.axes) == 3  # the two panels and the colour bar
