@@ -37,6 +37,8 @@ def test_series_is_small_and_in_step_order():
     files = sorted(RUN.glob("*.safetensors"))
     assert sum(f.stat().st_size for f in files) < 2_000_000
     assert [f.name for f in files] == [f"step_{s:04d}.safetensors" for s in range(0, 4001, 400)]
+    figure = ROOT / "docs" / "track_cbn_demo_1d.png"  # the README's figure
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size < 300_000
 
 
 def test_no_bottleneck_at_step_0_and_the_final_samples_at_the_end(tracked, cli):
