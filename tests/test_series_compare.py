@@ -110,3 +110,13 @@ def test_a_json_file_that_is_not_a_report(tmp_path, cli):
     result = cli("compare", str(bad), str(bad))
     assert result.exit_code == 3
     assert "not a cbn-inspect report" in result.stderr
+
+
+def test_readme_shows_what_compare_prints(cli, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    command = ("cbn-inspect compare sample_checkpoints/cbn_demo_untrained.safetensors "
+               "sample_checkpoints/cbn_demo.safetensors")
+    block = (ROOT / "README.md").read_text().split(f"$ {command}\n", 1)[1].split("```", 1)[0]
+    result = cli(*command.split()[1:])
+    assert result.exit_code == 0, result.output
+    assert block.splitlines() == [line.rstrip() for line in result.stdout.splitlines()]
