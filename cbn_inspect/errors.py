@@ -51,18 +51,18 @@ class UnsafeContentError(CbnError):
     kind = "unsafe"
 
 
-class AnalysisError(CbnError):
-    """A layer could not be analysed with the geometry given (inconsistent shapes, groups or strides)."""
-
-    exit_code = 6
-    kind = "analysis"
-
-
 class StepOrderError(CbnError):
     """``track``: the checkpoints cannot be put in training order (a step missing, mixed, or repeated)."""
 
     exit_code = 9
     kind = "step-order"
+
+
+class AnalysisError(CbnError):
+    """A layer could not be analysed with the geometry given (inconsistent shapes, groups or strides)."""
+
+    exit_code = 6
+    kind = "analysis"
 
 
 SOME_ITEMS_FAILED_EXIT = 8  # `cbn-inspect audit`: the batch ran, but some items are error rows

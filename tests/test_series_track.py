@@ -213,3 +213,13 @@ def test_figure_of_many_layers_uses_a_colour_bar(tracked):
     named = [line for line in fig.axes[0].lines if not line.get_label().startswith("_")]
     assert len(named) == 24 and fig.axes[0].get_legend() is None
     assert len(fig.axes) == 3  # the two panels and the colour bar
+
+
+def test_plot_without_matplotlib_is_a_clear_error(cli, monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    result = cli("track", str(RUN), "--plot", str(tmp_path / "x.png"))
+    assert result.exit_code == 2
+    assert "--plot needs matplotlib (pip install 'cbn-inspect[plot]')" in result.stderr
+    assert not (tmp_path / "x.png").exists()

@@ -100,6 +100,11 @@ def track_command(
                               device, min_gap, max_utilisation, memory_budget=memory_budget)
     if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise UsageError(f"--plot {plot}: use a .png, .svg or .pdf file name")
+    if plot is not None:
+        try:
+            import matplotlib  # noqa: F401  (checked before any analysis starts)
+        except ImportError:
+            raise UsageError("--plot needs matplotlib", hint="pip install 'cbn-inspect[plot]'") from None
     series = run_track(sources, settings, order=order.value, out=out, force=force, jobs=jobs, threads=threads,
                        timeout=timeout, trust_code=trust_code, key=key,
                        progress=None if quiet else _Progress(stderr))
