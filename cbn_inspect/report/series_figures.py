@@ -4,7 +4,8 @@ Top panel: one line per layer (log scale; colour runs with depth, so the first a
 the middle ones), the steps with a bottleneck shaded and the steps where it first appears and where it
 settles marked. Bottom panel: the strength of the call at each step (filled where a bottleneck is called,
 hollow where not) against the ``moderate`` (0.3) and ``strong`` (0.6) lines. It draws the series' own
-numbers and computes nothing; matplotlib is imported here only (the Agg backend, no display needed).
+numbers and computes nothing. matplotlib is imported here only, and a plain ``Figure`` is made (no pyplot
+state, no backend switch: saving needs no display, and Jupyter shows the returned figure once).
 """
 
 from __future__ import annotations
@@ -31,15 +32,12 @@ def plot_series(series: Series, path: str | Path | None = None, *, title: str | 
     mode counts), its second the strength line, so callers and tests can read the data back.
     """
     import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     from matplotlib import cm, colors
+    from matplotlib.figure import Figure
 
     steps = list(series.steps)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.2, 5.6), sharex=True,
-                                      gridspec_kw={"height_ratios": [2.4, 1]}, constrained_layout=True)
+    fig = Figure(figsize=(7.2, 5.6), constrained_layout=True)
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2.4, 1]})
     n = max(len(series.layers), 1)
     cmap = matplotlib.colormaps["viridis"]
     for i, track in enumerate(series.layers):
@@ -91,5 +89,4 @@ def plot_series(series: Series, path: str | Path | None = None, *, title: str | 
     top.set_title(title, fontsize=10)
     if path is not None:
         fig.savefig(str(path), dpi=dpi)
-        plt.close(fig)
     return fig
