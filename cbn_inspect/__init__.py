@@ -20,3 +20,17 @@ __all__ = [
     "SCHEMA_VERSION", "Bottleneck", "CbnError", "ConvLayer", "LayerReport", "ModelReport", "Settings",
     "ToleranceRule", "__version__", "analyze", "analyze_model", "inspect_source", "load", "report_to_dict", "to_json",
 ]
+
+# Training-time analysis (cbn_inspect.series): Monitor(model, every=N, out=PATH) and monitor.step() once per
+# step; with PyTorch Lightning, CbnInspectCallback (the ``lightning`` extra, imported only when asked for).
+from .series import Monitor  # noqa: E402
+
+__all__ += ["Monitor"]
+
+
+def __getattr__(name: str):
+    if name == "CbnInspectCallback":
+        from .series.lightning import CbnInspectCallback
+
+        return CbnInspectCallback
+    raise AttributeError(f"module 'cbn_inspect' has no attribute {name!r}")

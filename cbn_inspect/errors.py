@@ -51,6 +51,13 @@ class UnsafeContentError(CbnError):
     kind = "unsafe"
 
 
+class StepOrderError(CbnError):
+    """``track``: the checkpoints cannot be put in training order (a step missing, mixed, or repeated)."""
+
+    exit_code = 9
+    kind = "step-order"
+
+
 class AnalysisError(CbnError):
     """A layer could not be analysed with the geometry given (inconsistent shapes, groups or strides)."""
 

@@ -2,7 +2,10 @@
 
 Usage::
 
-    python sample_checkpoints/make_samples.py [--only NAME ...] [--out DIR] [--smoke]
+    python sample_checkpoints/make_samples.py [--only NAME ...] [--out DIR] [--smoke] [--series]
+
+``--series`` writes a training series instead: ``NAME_run/step_XXXX.safetensors`` every 400 steps of
+the same run (default NAME ``cbn_demo_1d``), the last one equal to ``NAME.safetensors``.
 
 Four samples (see ``SAMPLES.md`` for what each one shows):
 
@@ -33,6 +36,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -221,9 +225,17 @@ def make_threshold_task(ndim: int, n: int, count: int, threshold: float,
 
 
 def train_circular(
-    cfg: CircularConfig, smoke: bool
+    cfg: CircularConfig, smoke: bool, snapshot: Callable[[int, FourierCircularNet, float], None] | None = None,
+    every: int = 0,
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Train (or just initialise) one full-size circular network; return tensors and metadata."""
+    """Train (or just initialise) one full-size circular network; return tensors and metadata.
+
+    With ``snapshot`` and ``every``, ``snapshot(step, net, loss)`` is called before the update of
+    every step that is a multiple of ``every`` (``step`` = updates done so far; ``loss`` the loss at
+    these weights, nan at the end where no forward pass was made). It reads the weights under
+    ``no_grad`` and touches no random state, so the run (and its final weights) is the same as
+    without it.
+    """
     make_deterministic(cfg.seed)
     x, y = make_threshold_task(cfg.ndim, cfg.n, cfg.samples, cfg.threshold,
                                torch.Generator().manual_seed(cfg.seed))
@@ -235,12 +247,16 @@ def train_circular(
         for group in optimizer.param_groups:
             group["lr"] = geometric_lr(step, steps, cfg.lr_start, cfg.lr_end, cfg.lr_hold)
         loss = (net(x) - y).square().mean() + cfg.weight_decay * net.penalty()
+        if snapshot is not None and every and step % every == 0:
+            snapshot(step, net, loss.item())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         if step % 500 == 0:
             print(f"  {cfg.name} step {step}: loss {loss.item():.5g}", file=sys.stderr, flush=True)
     seconds = time.perf_counter() - start
+    if snapshot is not None and every and steps % every == 0:
+        snapshot(steps, net, math.nan)
     with torch.no_grad():
         mse = (net(x) - y).square().mean().item()
         penalty = net.penalty().item()
@@ -518,6 +534,66 @@ def make_sample(name: str, out: Path, smoke: bool) -> Path:
     return path
 
 
+SERIES_EVERY = 400  # steps between the checkpoints of a --series run
+SERIES_DIGITS = 4  # step_0000.safetensors ... step_4000.safetensors
+
+
+def series_folder(name: str) -> str:
+    """The folder a --series run of sample NAME writes to, e.g. ``cbn_demo_1d_run``."""
+    return f"{name}_run"
+
+
+def make_series(name: str, out: Path, smoke: bool, every: int = SERIES_EVERY) -> Path:
+    """Train sample NAME once, saving a checkpoint every ``every`` steps (step 0 = initialisation).
+
+    Each file is ``out/NAME_run/step_XXXX.safetensors`` (float32) with the sample's metadata plus
+    ``step`` and ``global_step`` (updates done), ``series`` (NAME), ``loss`` (at these weights),
+    ``train_seconds`` (wall-clock since step 0) and ``total_steps``; the last file also has the sample's
+    ``final_loss`` and ``final_mse``. The recipe is exactly the sample's: the last file holds the same tensors as
+    ``NAME.safetensors``. Only the full-size circular samples have a series.
+    """
+    cfg = SAMPLES[name]
+    if not isinstance(cfg, CircularConfig) or not cfg.trained:
+        raise SystemExit(f"--series: {name} is not a trained circular sample")
+    folder = out / series_folder(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    if smoke:
+        every = 1
+    saved: list[tuple[int, dict[str, torch.Tensor], float, float]] = []
+    started: list[float] = []
+
+    def snapshot(step: int, net: FourierCircularNet, loss: float) -> None:
+        started.append(started[0] if started else time.perf_counter())
+        with torch.no_grad():
+            tensors = {f"layers.{i}.weight": to_cross_correlation(k).contiguous()
+                       for i, k in enumerate(net.kernels())}
+        saved.append((step, tensors, loss, time.perf_counter() - started[0]))
+
+    tensors, metadata = train_circular(cfg, smoke, snapshot=snapshot, every=every)
+    total = metadata["steps"]
+    for step, snap, loss, elapsed in saved:
+        meta = {k: v for k, v in metadata.items()
+                if k not in ("final_loss", "final_mse", "layer_squared_norms", "train_seconds")}
+        meta.update({
+            "series": name, "step": str(step), "global_step": str(step), "total_steps": total,
+            "steps": str(step),
+            "train_seconds": f"{elapsed:.1f}",
+            "loss": "n/a (end of training; see final_loss)" if math.isnan(loss) else f"{loss:.6g}",
+            "layer_squared_norms": json.dumps([round(v.square().sum().item(), 6)
+                                               for v in snap.values()]),
+        })
+        if step == int(total):
+            meta.update({k: metadata[k] for k in ("final_loss", "final_mse", "train_seconds")})
+            assert all(torch.equal(snap[k], tensors[k]) for k in tensors), "last snapshot != final"
+        if smoke:
+            meta["smoke"] = f"true: only {SMOKE_STEPS} training steps, not a real sample"
+        path = folder / f"step_{step:0{SERIES_DIGITS}d}.safetensors"
+        save_file({k: v.float().contiguous() for k, v in snap.items()}, str(path), metadata=meta)
+    print(f"{name} series: {len(saved)} checkpoints every {every} steps in {folder} "
+          f"({metadata['train_seconds']} s)", flush=True)
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", choices=sorted(SAMPLES), metavar="NAME",
@@ -525,6 +601,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: sample_checkpoints/; with --smoke a new "
                              "temporary folder, so the shipped samples are never overwritten)")
+    parser.add_argument("--series", action="store_true",
+                        help=f"instead of NAME.safetensors, write NAME_run/step_XXXX.safetensors every "
+                             f"{SERIES_EVERY} steps of the same training (default NAME: cbn_demo_1d)")
     parser.add_argument("--smoke", action="store_true",
                         help=f"train each sample for {SMOKE_STEPS} steps only (for CI)")
     args = parser.parse_args(argv)
@@ -532,6 +611,11 @@ def main(argv: list[str] | None = None) -> int:
     if out is None:
         out = Path(tempfile.mkdtemp(prefix="cbn_samples_")) if args.smoke else HERE
     out.mkdir(parents=True, exist_ok=True)
+    if args.series:
+        for name in args.only or ["cbn_demo_1d"]:
+            make_series(name, out, args.smoke)
+        print(f"wrote {out}", flush=True)
+        return 0
     for name in args.only or list(SAMPLES):
         make_sample(name, out, args.smoke)
     print(f"wrote {out}", flush=True)

@@ -13,6 +13,8 @@ from ._app import app, run_guarded
 from . import _report  # noqa: F401  (registers the command)
 from . import _audit  # noqa: F401  (registers the command)
 from . import _layers  # noqa: F401  (registers the command)
+from . import _track  # noqa: F401  (registers the command)
+from . import _compare  # noqa: F401  (registers the command)
 
 __all__ = ["app", "main", "route"]
 

@@ -204,15 +204,15 @@ def trace_convs(model: Any, input_shape: tuple[int, ...] | None) -> tuple[list[C
         for name, module in modules.items():
             if isinstance(module, _BatchNorm):
                 handles.append(module.register_forward_pre_hook(bn_hook(name)))
+        # each module's own mode, restored after the pass (also when the user's forward fails)
+        modes = {m: m.training for m in modules.values()}
         try:
             first = next(iter(model.parameters()), None)
             device = first.device if first is not None else torch.device("cpu")
             dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
-            was_training = model.training
             model.eval()
             with torch.no_grad():
                 model(torch.zeros((1, *input_shape), device=device, dtype=dtype))
-            model.train(was_training)
         except Exception as exc:  # any failure of the user's forward: keep declared geometry, say why
             ran_ok = False
             text = " ".join(str(exc).split())[:200]
@@ -221,6 +221,8 @@ def trace_convs(model: Any, input_shape: tuple[int, ...] | None) -> tuple[list[C
             seen.clear()
             pairs.clear()
         finally:
+            for module, training in modes.items():
+                module.training = training
             for handle in handles:
                 handle.remove()
             keep.clear()
@@ -340,29 +342,42 @@ def module_input_shape(model: Any, size: tuple[int, ...] | None, first: ConvSpec
     return tuple(size) if len(size) == d + 1 else (chans, *size)
 
 
+def trace_module(model: Any, size: tuple[int, ...] | None) -> tuple[list[ConvSpec], list[str], tuple[int, ...] | None, bool]:
+    """The conv specs of a module, traced at ``size`` (or its own input size) when one is known.
+
+    Returns the specs (in execution order when traced, else a natural sort of names), the trace's notes, the
+    input shape traced (None when not traced) and whether the trace ran. :class:`cbn_inspect.Monitor` keeps
+    the specs and binds the live weights to them at every analysis (:func:`bind_specs`).
+    """
+    from ._statedict import natural_key
+
+    declared, _ = trace_convs(model, None)
+    shape = module_input_shape(model, size, declared[0] if declared else None)
+    if shape is None:
+        return sorted(declared, key=lambda s: natural_key(s.name)), [], None, False
+    specs, notes = trace_convs(model, shape)
+    traced = any(s.ran for s in specs)
+    if not traced:
+        specs = sorted(specs, key=lambda s: natural_key(s.name))
+    return specs, notes, shape, traced
+
+
 def load_module(model: Any, info: Any, *, size: tuple[int, ...] | None, fold_batchnorm: bool):
     """A whole ``nn.Module`` (unpickled with trust): traced when an input size is known, else declared only."""
     import dataclasses as dc
 
     from ..records import LoadedModel
-    from ._statedict import natural_key
 
-    declared, _ = trace_convs(model, None)
-    shape = module_input_shape(model, size, declared[0] if declared else None)
+    specs, trace_notes, shape, traced = trace_module(model, size)
     notes = list(info.notes)
     if shape is None:
-        specs = sorted(declared, key=lambda s: natural_key(s.name))
         notes.append("a whole module, not traced: pass --input-size to trace grids and execution order; "
                      "geometry is the modules' own")
         layers = bind_specs(specs, module_tensors(model), fold_batchnorm=False, traced=False)
         return LoadedModel(source=dc.replace(info, format=info.format + "-module", notes=tuple(notes)),
                            layers=tuple(layers), order_source="natural-sort")
-    specs, trace_notes = trace_convs(model, shape)
     notes.append(f"a whole module ({type(model).__name__}); grids traced at input {_fmt(shape)}")
     notes.extend(trace_notes)
-    traced = any(s.ran for s in specs)
-    if not traced:
-        specs = sorted(specs, key=lambda s: natural_key(s.name))
     layers = bind_specs(specs, module_tensors(model), fold_batchnorm=fold_batchnorm, traced=traced)
     return LoadedModel(source=dc.replace(info, format=info.format + "-module", notes=tuple(notes)),
                        layers=tuple(layers), order_source="trace" if traced else "natural-sort")
