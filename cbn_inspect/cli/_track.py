@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from ..errors import SOME_ITEMS_FAILED_EXIT, UsageError
+from ..errors import SOME_ITEMS_FAILED_EXIT, MissingExtraError, UsageError
 from ._app import Metric, Precision, Rule, app, guarded, stderr
 from ._options import (
     DegreeOption, DeviceOption, FoldBnOption, GridOption, KeyOption, LayersOption, MaxUtilisationOption,
@@ -104,7 +104,7 @@ def track_command(
         try:
             import matplotlib  # noqa: F401  (checked before any analysis starts)
         except ImportError:
-            raise UsageError("--plot needs matplotlib", hint="pip install 'cbn-inspect[plot]'") from None
+            raise MissingExtraError("--plot needs matplotlib", hint="pip install 'cbn-inspect[plot]'") from None
     series = run_track(sources, settings, order=order.value, out=out, force=force, jobs=jobs, threads=threads,
                        timeout=timeout, trust_code=trust_code, key=key,
                        progress=None if quiet else _Progress(stderr))
