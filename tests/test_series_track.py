@@ -220,6 +220,6 @@ def test_plot_without_matplotlib_is_a_clear_error(cli, monkeypatch, tmp_path):
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     result = cli("track", str(RUN), "--plot", str(tmp_path / "x.png"))
-    assert result.exit_code == 2
+    assert result.exit_code == 10
     assert "--plot needs matplotlib (pip install 'cbn-inspect[plot]')" in result.stderr
     assert not (tmp_path / "x.png").exists()
