@@ -58,5 +58,13 @@ class AnalysisError(CbnError):
     kind = "analysis"
 
 
+class ResourceLimitError(CbnError):
+    """The input would need more memory, layers or time than allowed (``--max-memory``, ``--max-layers``,
+    ``--timeout``); refused before the allocation or between layers, never half-way through one."""
+
+    exit_code = 7
+    kind = "resource-limit"
+
+
 SOME_ITEMS_FAILED_EXIT = 8  # `cbn-inspect audit`: the batch ran, but some items are error rows
 INTERNAL_ERROR_EXIT = 70  # an unexpected exception: a bug in cbn-inspect, reported as one line

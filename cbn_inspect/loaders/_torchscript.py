@@ -1,14 +1,18 @@
-"""TorchScript archives, loaded with ``torch.jit.load`` (which runs no Python from the file).
+"""TorchScript archives: read statically by default; run (``torch.jit.load`` and a trace) only when trusted.
 
-A TorchScript program cannot take module hooks, so its convolutions are observed one level down: the
-program runs once on a zero input under a ``TorchDispatchMode`` that sees every ``aten`` convolution the
-interpreter executes, with its input shape (the grid), stride, padding, dilation, groups and transposed
-flag, in execution order. The weight passed is matched to the program's named parameters by storage, so
-each call gets its module name; a BatchNorm whose input is exactly a conv's output is folded into it.
-Without an input size nothing runs and the layers are listed from the parameters alone (declared nothing,
-grids unknown). An explicit pad feeding a conv (reflect, replicate, constant, and torch's circular padding,
-which writes into a ``new_empty`` tensor) is seen too: the grid is the size before padding, and the mode is
-the pad's (a scripted module's own ``padding_mode`` attribute wins where present).
+``torch.jit.load`` executes TorchScript from the file (a class's ``__setstate__`` runs while loading), so
+without ``trust_code`` an archive is read as data (:mod:`._script_archive`, :mod:`._script_code`): tensors
+and module names from ``data.pkl``, conv geometry (stride, dilation, groups, transposed, padding mode) from
+the code files' constants and conv calls, and the order of convs from the calls in ``forward``, all parsed,
+never run. Grids are then not known (default grid, or ``--grid``), and ``--input-size`` is refused.
+
+With ``trust_code`` and an input size, the program runs once on a zero input under a ``TorchDispatchMode``
+that sees every ``aten`` convolution the interpreter executes, with its input shape (the grid), stride,
+padding, dilation, groups and transposed flag, in execution order. The weight passed is matched to the
+program's named parameters by storage, so each call gets its module name; a BatchNorm whose input is exactly
+a conv's output is folded into it. An explicit pad feeding a conv (reflect, replicate, constant, and torch's
+circular padding, which writes into a ``new_empty`` tensor) is seen too: the grid is the size before
+padding, and the mode is the pad's (a scripted module's own ``padding_mode`` attribute wins where present).
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import UnreadableInputError
+from ..errors import UnreadableInputError, UsageError
 from ..records import BatchNormParams, ConvLayer, InMemoryWeight, LoadedModel, SourceInfo
 from ._statedict import TensorEntry, build_model
+from ._static_script import read_static
 
 CONV_OPS = ("convolution", "_convolution")
 PAD_OPS = {"constant_pad_nd": "zeros", "reflection_pad1d": "reflect", "reflection_pad2d": "reflect",
@@ -107,7 +112,15 @@ def _padding_modes(program: Any) -> dict[str, str]:
 
 
 def read_torchscript(path: Path, *, size: tuple[int, ...] | None, fold_batchnorm: bool,
-                     trust_code: bool = False) -> LoadedModel:
+                     trust_code: bool = False, max_memory_mb: int | None = None) -> LoadedModel:
+    """Statically unless ``trust_code`` and ``size`` are given; then the program is run once and traced."""
+    if size is not None and not trust_code:
+        raise UsageError(
+            "tracing a TorchScript program (--input-size) runs the code it holds and needs --trust-code",
+            hint="pass --trust-code only for a file you trust, or drop --input-size to read its weights statically",
+        )
+    if not trust_code or size is None:
+        return read_static(path, fold_batchnorm=fold_batchnorm, max_memory_mb=max_memory_mb)
     program = _jit_load(path)
     info = SourceInfo(path=str(path), format="torchscript")
     tensors = {n: t for n, t in program.state_dict().items()}
