@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from .._limits import hard_deadline
 from ..errors import UsageError
 from ..inspect import inspect_source
 from ..report import TerminalReport, to_json
@@ -16,7 +17,7 @@ from ._app import Metric, Precision, Rule, app, guarded, stderr
 from ._options import (
     ArchOption, InputSizeOption,
     DegreeOption, DeviceOption, FoldBnOption, GridOption, KeyOption, LayersOption, MaxUtilisationOption,
-    MemoryBudgetOption,
+    MaxLayersOption, MaxMemoryOption, MemoryBudgetOption,
     MinGapOption, PrecisionOption, SpectraOption, TolValueOption, ToleranceOption, TrustCodeOption,
     build_settings,
 )
@@ -32,7 +33,7 @@ EPILOG = """
 * `cbn-inspect weights.safetensors --arch timm:resnet50 --input-size 288`: a file's weights in that architecture.
 
 Exit codes: 0 ok, 2 usage, 3 unreadable input, 4 no conv layers, 5 unsafe pickle refused, 6 analysis
-error, 70 internal error.
+error, 7 resource limit (--max-memory, --max-layers, --timeout), 70 internal error.
 """
 
 
@@ -58,12 +59,21 @@ def report_command(
     min_gap: MinGapOption = 10.0,
     max_utilisation: MaxUtilisationOption = 0.5,
     memory_budget: MemoryBudgetOption = 256,
+    max_memory: MaxMemoryOption = None,
+    max_layers: MaxLayersOption = 10_000,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="SECONDS", help="Time budget for this source (load and analysis); past it the run stops with exit 7. Checked between layers, and a step that overruns it by 5 s ends the process.")] = None,
 ) -> None:
     """Analyse one checkpoint: per-frequency spectra of every conv layer and the bottleneck they form."""
     settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, spectra,
-                              device, min_gap, max_utilisation, threads=threads, memory_budget=memory_budget)
-    report = inspect_source(source, settings, trust_code=trust_code, key=key, arch=arch,
-                            input_size=input_size)
+                              device, min_gap, max_utilisation, threads=threads, memory_budget=memory_budget,
+                              max_memory=max_memory, max_layers=max_layers, timeout=timeout)
+    deadline = hard_deadline(timeout, source)
+    try:
+        report = inspect_source(source, settings, trust_code=trust_code, key=key, arch=arch,
+                                input_size=input_size)
+    finally:
+        if deadline is not None:
+            deadline.cancel()
     if json_out == "-":
         sys.stdout.write(to_json(report) + "\n")
         return

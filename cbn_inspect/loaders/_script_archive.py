@@ -32,6 +32,7 @@ from ..errors import ResourceLimitError, UnreadableInputError
 MAX_PICKLE_BYTES = 256 * 2**20  # a data.pkl holds structure, not weights
 MAX_TREE_NODES = 1_000_000
 MAX_DEPTH = 200
+INFLATION_ALLOWED_BYTES = 2**20  # a view may repeat storage elements (stride 0) up to this size
 
 _STORAGE_DTYPES = {
     "FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
@@ -120,28 +121,39 @@ def check_fits(storage: StorageRef, offset: Any, shape: Any, stride: Any) -> Ten
         if last >= storage.numel:
             raise UnreadableInputError(f"a tensor of size {list(shape)}, stride {list(stride)} reaches element "
                                        f"{last} of a storage of {storage.numel}")
-        if numel > storage.numel:
+        if numel > storage.numel and numel * _ITEMSIZE[storage.dtype] > INFLATION_ALLOWED_BYTES:
             raise ResourceLimitError(f"a tensor of size {list(shape)} claims {numel} elements from a storage of "
                                      f"{storage.numel} (stride {list(stride)}): refused")
     return TensorRef(storage, offset, shape, stride)
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, data: bytes, storages: dict[str, zipfile.ZipInfo], budget_bytes: int) -> None:
-        super().__init__(io.BytesIO(data))
+    """``lenient``: every other global becomes an inert placeholder too (the pre-scan of torch.save files,
+    which only checks the tensors' declared sizes; the file is then read by torch's weights-only loader)."""
+
+    def __init__(self, data: Any, storages: dict[str, zipfile.ZipInfo] | None, budget_bytes: int,
+                 lenient: bool = False, file_size: int | None = None) -> None:
+        super().__init__(io.BytesIO(data) if isinstance(data, bytes) else data)
         self._records = storages
         self._budget = budget_bytes
+        self._file_size = file_size
+        self._lenient = lenient
         self._seen: dict[str, StorageRef] = {}
+        self._declared = 0
         self._types: dict[str, type] = {}
 
+    def _placeholder(self, qualname: str) -> type:
+        if qualname not in self._types:
+            if len(self._types) > 100_000:
+                raise UnreadableInputError("the pickle names too many classes")
+            self._types[qualname] = type(qualname.rsplit(".", 1)[-1], (ScriptObject,), {"qualname": qualname})
+        return self._types[qualname]
+
     def find_class(self, module: str, name: str) -> Any:
+        if self._lenient and module == "torch" and name.endswith("Storage") and name not in _STORAGE_DTYPES:
+            return self._placeholder(f"{module}.{name}")
         if module == "__torch__" or module.startswith("__torch__."):
-            qualname = f"{module}.{name}"
-            if qualname not in self._types:
-                if len(self._types) > 100_000:
-                    raise UnreadableInputError("data.pkl names too many classes")
-                self._types[qualname] = type(name, (ScriptObject,), {"qualname": qualname})
-            return self._types[qualname]
+            return self._placeholder(f"{module}.{name}")
         if module == "torch._utils" and name == "_rebuild_tensor_v2":
             return _rebuild_tensor
         if module == "torch._utils" and name == "_rebuild_qtensor":
@@ -157,23 +169,33 @@ class _Unpickler(pickle.Unpickler):
             return collections.OrderedDict
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(_STORAGE_DTYPES[name])
+        if self._lenient:
+            return self._placeholder(f"{module}.{name}")
         raise UnreadableInputError(f"data.pkl names {module}.{name}, which a TorchScript archive does not hold")
 
     def persistent_load(self, pid: Any) -> StorageRef:
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
-            raise UnreadableInputError("a malformed storage reference in data.pkl")
-        _, kind, key, _location, numel = pid
+        legacy = self._records is None  # torch's legacy format: (storage, type, key, location, numel, view)
+        if not (isinstance(pid, tuple) and len(pid) == (6 if legacy else 5) and pid[0] == "storage"):
+            raise UnreadableInputError("a malformed storage reference in the pickle")
+        kind, key, numel = pid[1], pid[2], pid[4]
         if not isinstance(kind, _StorageType) or not isinstance(numel, int) or numel < 0:
-            raise UnreadableInputError("a malformed storage reference in data.pkl")
+            raise UnreadableInputError("a malformed storage reference in the pickle")
         key = str(key)
         if key in self._seen:
             return self._seen[key]
-        record = self._records.get(key)
-        if record is None:
-            raise UnreadableInputError(f"data.pkl refers to storage {key!r}, which the archive does not hold")
         nbytes = numel * _ITEMSIZE[kind.dtype]
-        if nbytes > record.file_size:
-            raise UnreadableInputError(f"storage {key!r} claims {nbytes} bytes; its record holds {record.file_size}")
+        if legacy:
+            self._declared += nbytes
+            if self._file_size is not None and self._declared > self._file_size:
+                raise ResourceLimitError(f"storage {key!r} claims {nbytes} bytes, more than the file holds "
+                                         f"({self._file_size} bytes)")
+        else:
+            record = self._records.get(key)
+            if record is None:
+                raise UnreadableInputError(f"the pickle refers to storage {key!r}, which the archive does not hold")
+            if nbytes > record.file_size:
+                raise ResourceLimitError(f"storage {key!r} claims {nbytes} bytes; its record holds "
+                                         f"{record.file_size}")
         self._budget -= nbytes
         if self._budget < 0:
             raise ResourceLimitError(f"the archive's storages exceed --max-memory (storage {key!r}: {nbytes} bytes)")
@@ -316,3 +338,40 @@ def tensors_of(archive: ScriptArchive) -> tuple[dict[str, tuple[TensorRef, Any]]
 
     walk(archive.root, "", None, 0)
     return tensors, modules
+
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+def prescan_torch_file(path: Path, budget_bytes: int) -> None:
+    """Check a torch.save file's declared storages and tensor views before torch allocates them.
+
+    Zip files: every storage against its record and the budget; legacy files: the storages declared in the
+    main pickle against the file's size. Tensors must fit their storages. Raises only
+    :class:`ResourceLimitError` (or :class:`UnreadableInputError` for a view outside its storage); any
+    other oddity is left to torch's own loader, which reads the file next.
+    """
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                prefix, infos = _members(archive)
+                pkl = infos[prefix + "data.pkl"]
+                if pkl.file_size > min(MAX_PICKLE_BYTES, budget_bytes):
+                    raise ResourceLimitError(f"data.pkl declares {pkl.file_size} bytes: refused")
+                records = {n[len(prefix) + 5:]: i for n, i in infos.items() if n.startswith(prefix + "data/")}
+                _Unpickler(archive.read(pkl), records, budget_bytes, lenient=True).load()
+        else:
+            size = path.stat().st_size
+            with path.open("rb") as handle:
+                reader = _Unpickler(handle, None, budget_bytes, lenient=True, file_size=size)
+                if reader.load() != LEGACY_MAGIC:
+                    return
+                reader.load()  # protocol version
+                reader.load()  # system info
+                reader.load()
+    except (ResourceLimitError, UnreadableInputError) as exc:
+        if "malformed" in exc.message or "does not hold" in exc.message:
+            return  # torch's loader gives its own error for these
+        raise type(exc)(f"{path}: {exc.message}", hint=exc.hint) from exc
+    except Exception:  # anything else: not ours to judge; torch's loader reads (or refuses) it next
+        return
