@@ -31,8 +31,9 @@ FORMATS = (
     FormatPolicy("torchscript", "data.pkl through an inert unpickler, tensors from the archive's records, "
                  "code files parsed as text for geometry and call order",
                  "torch.jit.load and running the program (tracing grids with --input-size)"),
-    FormatPolicy("onnx", "the graph and initializers through onnx; shape inference in onnxruntime (no code "
-                 "from the file runs)", "graphs with custom-op domains (native code a runtime would load)"),
+    FormatPolicy("onnx", "the graph and initializers through onnx, ONNX shape inference; a graph run in "
+                 "onnxruntime runs only onnxruntime's kernels (no code from the file)",
+                 "graphs with custom-op domains, should a runner load their native library"),
     FormatPolicy("timm", "the architecture is timm's own code, built with pretrained=False", ""),
 )
 
