@@ -177,3 +177,17 @@ def test_trusted_program_runs_as_before(hostile):
     assert [layer.grid for layer in loaded.layers] == [(16, 16), (8, 8)]
     assert hostile["sentinel"].exists()  # the program's own code ran: only with trust
     hostile["sentinel"].unlink()
+
+
+def test_policy_is_the_one_place():
+    from cbn_inspect.loaders import _policy
+
+    assert _policy.allowed("safetensors", "read", False)
+    assert not _policy.allowed("torchscript", "run-program", False)
+    assert _policy.allowed("torchscript", "run-program", True)
+    assert not _policy.allowed("pytorch", "unpickle-objects", False)
+    assert {p.name for p in _policy.FORMATS} == {"safetensors", "pytorch", "torchscript", "onnx", "timm"}
+    assert all(p.needs_trust for p in _policy.FORMATS if p.name in {f for f, _ in _policy.RUNS_FILE_CODE})
+    assert 256 <= _policy.default_max_memory_mb()
+    security = (Path(__file__).resolve().parents[1] / "SECURITY.md").read_text()
+    assert "--trust-code" in security and "--max-memory" in security

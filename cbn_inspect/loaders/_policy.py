@@ -41,10 +41,22 @@ DEFAULT_MAX_LAYERS = 10_000
 MEMORY_FRACTION = 0.5
 
 
+# (format, action) pairs that run code from the file: allowed only with trust_code.
+RUNS_FILE_CODE = frozenset({
+    ("pytorch", "unpickle-objects"),  # torch.load(weights_only=False): any global, any __reduce__
+    ("torchscript", "run-program"),  # torch.jit.load (runs __setstate__) and the forward pass of a trace
+    ("onnx", "custom-ops"),  # a native custom-op library named by the graph's domains
+})
+
+
 def needs_trust(fmt: str, action: str) -> bool:
-    """Whether ``action`` on format ``fmt`` runs code from the file (``run-program``, ``unpickle-objects``)."""
-    return (fmt, action) in {("torchscript", "run-program"), ("pytorch", "unpickle-objects"),
-                             ("onnx", "custom-ops")}
+    """Whether ``action`` on format ``fmt`` runs code from the file."""
+    return (fmt, action) in RUNS_FILE_CODE
+
+
+def allowed(fmt: str, action: str, trust_code: bool) -> bool:
+    """The one check every loader makes before doing ``action``: trusted, or it runs nothing from the file."""
+    return trust_code or not needs_trust(fmt, action)
 
 
 def physical_memory_mb() -> int | None:
@@ -59,3 +71,22 @@ def default_max_memory_mb() -> int:
     """Half the physical memory (4096 MiB where it cannot be read): the default of ``--max-memory``."""
     total = physical_memory_mb()
     return max(256, int(total * MEMORY_FRACTION)) if total else 4096
+
+
+TRACE_ACTIVATION_FACTOR = 16  # a traced forward pass holds a few activations of the input's order of size
+
+
+def check_trace_input(shape: tuple[int, ...], itemsize: int = 4, max_memory_mb: int | None = None) -> None:
+    """Refuse (exit 7) a real (not ``meta``) trace whose zero input alone would be a sizeable part of the
+    memory bound: a ``config.json`` or ``--input-size`` of 100000 must not reach the allocator."""
+    from ..errors import ResourceLimitError
+
+    elements = 1
+    for n in shape:
+        elements *= int(n)
+    need = elements * itemsize * TRACE_ACTIVATION_FACTOR
+    limit = (max_memory_mb or default_max_memory_mb()) * 2**20
+    if need > limit:
+        size = "x".join(str(n) for n in shape)
+        raise ResourceLimitError(f"tracing at input {size} would need about {need // 2**20} MB, more than "
+                                 f"--max-memory {limit // 2**20} MB", hint="pass a smaller --input-size")

@@ -87,6 +87,9 @@ def _run(program: Any, shape: tuple[int, ...]) -> tuple[list[dict], list[str]]:
                     calls[index]["bn"] = (args[1], args[4], eps, params.get(args[4].untyped_storage().data_ptr()))
             return out
 
+    from ._policy import check_trace_input
+
+    check_trace_input(tuple(shape))
     notes: list[str] = []
     try:
         with torch.no_grad(), Watch():
@@ -114,12 +117,15 @@ def _padding_modes(program: Any) -> dict[str, str]:
 def read_torchscript(path: Path, *, size: tuple[int, ...] | None, fold_batchnorm: bool,
                      trust_code: bool = False, max_memory_mb: int | None = None) -> LoadedModel:
     """Statically unless ``trust_code`` and ``size`` are given; then the program is run once and traced."""
-    if size is not None and not trust_code:
+    from ._policy import allowed
+
+    may_run = allowed("torchscript", "run-program", trust_code)
+    if size is not None and not may_run:
         raise UsageError(
             "tracing a TorchScript program (--input-size) runs the code it holds and needs --trust-code",
             hint="pass --trust-code only for a file you trust, or drop --input-size to read its weights statically",
         )
-    if not trust_code or size is None:
+    if not may_run or size is None:
         return read_static(path, fold_batchnorm=fold_batchnorm, max_memory_mb=max_memory_mb)
     program = _jit_load(path)
     info = SourceInfo(path=str(path), format="torchscript")

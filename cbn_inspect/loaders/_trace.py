@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from ..errors import UnreadableInputError
+from ..errors import ResourceLimitError, UnreadableInputError
 from ..records import BatchNormParams, ConvLayer, InMemoryWeight, WeightSource
 
 STANDARDISED = ("StdConv2d", "StdConv2dSame", "ScaledStdConv2d", "ScaledStdConv2dSame")
@@ -208,11 +208,17 @@ def trace_convs(model: Any, input_shape: tuple[int, ...] | None) -> tuple[list[C
             first = next(iter(model.parameters()), None)
             device = first.device if first is not None else torch.device("cpu")
             dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+            if device.type != "meta":
+                from ._policy import check_trace_input
+
+                check_trace_input(tuple(input_shape), torch.empty((), dtype=dtype).element_size())
             was_training = model.training
             model.eval()
             with torch.no_grad():
                 model(torch.zeros((1, *input_shape), device=device, dtype=dtype))
             model.train(was_training)
+        except ResourceLimitError:
+            raise
         except Exception as exc:  # any failure of the user's forward: keep declared geometry, say why
             ran_ok = False
             text = " ".join(str(exc).split())[:200]
