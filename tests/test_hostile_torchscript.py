@@ -191,3 +191,27 @@ def test_policy_is_the_one_place():
     assert 256 <= _policy.default_max_memory_mb()
     security = (Path(__file__).resolve().parents[1] / "SECURITY.md").read_text()
     assert "--trust-code" in security and "--max-memory" in security
+
+
+def test_foreign_globals_in_data_pkl_are_refused_not_called(tmp_path):
+    """A hand-made archive whose data.pkl would call os.system: refused as unreadable, nothing runs."""
+    import pickle
+    import zipfile
+
+    from cbn_inspect.errors import UnreadableInputError
+
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("evil/data.pkl", pickle.dumps(Evil(), protocol=2))
+        archive.writestr("evil/constants.pkl", pickle.dumps((), protocol=2))
+        archive.writestr("evil/code/__torch__.py", "class M(Module):\n  pass\n")
+        archive.writestr("evil/version", "3")
+    with pytest.raises(UnreadableInputError, match="names posix.system|names os.system"):
+        load(path)
+    assert not marker.exists()

@@ -153,3 +153,26 @@ def test_compressed_3gb_record_refused(tmp_path):
     assert path.stat().st_size < 4 * 2**20
     code, err, peak = run_measured("report", str(path), "--max-memory", str(LIMIT_MB))
     assert code == 7 and "exceed --max-memory" in err and peak < LIMIT_MB, err
+
+
+def test_onnx_declared_input_size_refused(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((16, 3, 3, 3), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="stem")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 100000, 100000])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=[weight])
+    path = tmp_path / "huge.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    with pytest.raises(ResourceLimitError, match="layer stem on grid 100000x100000"):
+        analyze_model(load(path), Settings(max_memory_mb=2000))
+
+
+def test_trusted_trace_input_bounded(tmp_path):
+    import torch.nn as nn
+
+    path = tmp_path / "whole.pt"
+    torch.save(nn.Sequential(nn.Conv2d(3, 4, 3)), path)
+    with pytest.raises(ResourceLimitError, match="tracing at input 3x100000x100000"):
+        load(path, trust_code=True, input_size="3x100000x100000")
