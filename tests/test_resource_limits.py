@@ -90,7 +90,7 @@ def run_measured(*args: str, timeout: float = 180) -> tuple[int, str, float]:
 @pytest.mark.parametrize("name,expect", [
     ("stride0-zip", "claims 150994944 elements from a storage of 1"),
     ("stride0-legacy", "claims 150994944 elements from a storage of 1"),
-    ("claims-3gb", "claims 3221225472 bytes"),
+    ("claims-3gb", "exceed --max-memory (storage '0': 3221225472 bytes)"),
     ("grid-4096", "layer conv on grid 4096x4096 (metadata)"),
     ("20000-layers", "20000 conv layers, more than --max-layers 10000"),
 ])
@@ -109,6 +109,14 @@ def test_huge_grid_flag_refused(tmp_path):
     code, err, peak = run_measured("report", str(path), "--grid", "100000", "--max-memory", str(LIMIT_MB))
     assert code == 7 and "grid 100000x100000 (flag)" in err and len(err.strip().splitlines()) == 1, err
     assert peak < LIMIT_MB
+
+
+def test_storage_larger_than_its_record_is_corrupt(attacks):
+    """Within the memory bound, a storage its record cannot hold is a truncated file (exit 3), unallocated."""
+    from cbn_inspect.errors import UnreadableInputError
+
+    with pytest.raises(UnreadableInputError, match="truncated or corrupt: storage '0' claims 3221225472 bytes"):
+        load(attacks["claims-3gb"], max_memory_mb=8000)
 
 
 def test_views_within_storage_still_load(tmp_path):

@@ -184,6 +184,8 @@ class _Unpickler(pickle.Unpickler):
         if key in self._seen:
             return self._seen[key]
         nbytes = numel * _ITEMSIZE[kind.dtype]
+        if nbytes > self._budget:
+            raise ResourceLimitError(f"the file's storages exceed --max-memory (storage {key!r}: {nbytes} bytes)")
         if legacy:
             self._declared += nbytes
             if self._file_size is not None and self._declared > self._file_size:
@@ -194,11 +196,11 @@ class _Unpickler(pickle.Unpickler):
             if record is None:
                 raise UnreadableInputError(f"the pickle refers to storage {key!r}, which the archive does not hold")
             if nbytes > record.file_size:
-                raise ResourceLimitError(f"storage {key!r} claims {nbytes} bytes; its record holds "
-                                         f"{record.file_size}")
+                raise UnreadableInputError(f"truncated or corrupt: storage {key!r} claims {nbytes} bytes; its "
+                                           f"record holds {record.file_size}")
         self._budget -= nbytes
         if self._budget < 0:
-            raise ResourceLimitError(f"the archive's storages exceed --max-memory (storage {key!r}: {nbytes} bytes)")
+            raise ResourceLimitError(f"the file's storages exceed --max-memory (storage {key!r}: {nbytes} bytes)")
         ref = StorageRef(key, kind.dtype, numel)
         self._seen[key] = ref
         return ref
