@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import zipfile
 from pathlib import Path
 
@@ -71,20 +70,25 @@ def attacks(tmp_path_factory) -> dict[str, Path]:
     return files
 
 
+# A small launcher forks the CLI and reads its peak RSS with wait4: forked straight from pytest, the child's
+# peak would include pytest's own resident memory from before the exec (Linux keeps it in ru_maxrss).
+_LAUNCHER = """
+import os, subprocess, sys, threading
+child = subprocess.Popen([sys.executable, "-m", "cbn_inspect", *sys.argv[2:]], stdout=subprocess.DEVNULL)
+threading.Timer(float(sys.argv[1]), child.kill).start()
+_, status, usage = os.wait4(child.pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss, flush=True)
+os._exit(0)
+"""
+
+
 def run_measured(*args: str, timeout: float = 180) -> tuple[int, str, float]:
     """(exit code, stderr, peak RSS in MB) of ``python -m cbn_inspect ARGS``."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    process = subprocess.Popen([sys.executable, "-m", "cbn_inspect", *args], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, env=env)
-    timer = threading.Timer(timeout, process.kill)
-    timer.start()
-    try:
-        err = process.stderr.read().decode()
-        _, status, usage = os.wait4(process.pid, 0)
-    finally:
-        timer.cancel()
-        process.returncode = 0  # reaped by wait4
-    return os.waitstatus_to_exitcode(status), err, usage.ru_maxrss / 1024
+    done = subprocess.run([sys.executable, "-c", _LAUNCHER, str(timeout), *args], capture_output=True, text=True,
+                          env=env, timeout=timeout + 30)
+    code, peak_kb = (int(v) for v in done.stdout.split())
+    return code, done.stderr, peak_kb / 1024
 
 
 @pytest.mark.parametrize("name,expect", [
@@ -184,3 +188,16 @@ def test_trusted_trace_input_bounded(tmp_path):
     torch.save(nn.Sequential(nn.Conv2d(3, 4, 3)), path)
     with pytest.raises(ResourceLimitError, match="tracing at input 3x100000x100000"):
         load(path, trust_code=True, input_size="3x100000x100000")
+
+
+def test_huge_dilation_refused_before_dilating(tmp_path):
+    import json
+
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "dilated.safetensors"
+    layers = {"conv": {"grid": [32, 32], "dilation": [1000000, 1000000]}}
+    save_file({"conv.weight": np.ones((8, 8, 3, 3), np.float32)}, str(path),
+              metadata={"cbn_inspect.layers": json.dumps(layers)})
+    with pytest.raises(ResourceLimitError, match="layer conv on grid 32x32 \\(metadata\\)"):
+        analyze_model(load(path, identify=False), Settings(max_memory_mb=2000))

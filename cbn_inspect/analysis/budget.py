@@ -58,9 +58,7 @@ def layer_working_set(layer: ConvLayer, memory_budget_mb: int) -> int:
     co, ci = layer.out_channels // g, max(1, layer.in_channels // g) * stride
     width = g * max(1, min(co, ci))
     dilation = layer.dilation or (1,) * d
-    full = tuple(layer.grid) if layer.grid and len(layer.grid) == d else grid
-    taps = math.prod(min((k - 1) * r + 1, n * max(1, s) if layer.transposed else max(n, 1))
-                     for k, r, n, s in zip(layer.kernel_size, dilation, full, layer.stride or (1,) * d))
+    taps = math.prod((k - 1) * max(1, r) + 1 for k, r in zip(layer.kernel_size, dilation))  # dilated, before wrapping
     kernel = g * co * ci * max(1, taps) * 8 * KERNEL_COPIES
     stored = math.prod(layer.shape) * (8 + _ITEMSIZE.get(layer.dtype, 8))
     frequencies = points * d * FREQUENCY_BYTES_PER_POINT_AND_AXIS + points * 24

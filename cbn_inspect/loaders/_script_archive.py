@@ -29,7 +29,9 @@ from typing import Any
 
 from ..errors import ResourceLimitError, UnreadableInputError
 
-MAX_PICKLE_BYTES = 256 * 2**20  # a data.pkl holds structure, not weights
+MAX_PICKLE_BYTES = 64 * 2**20  # a data.pkl holds structure, not weights (ResNet-50's: about 100 kB)
+MAX_CODE_FILE_BYTES = 2 * 2**20  # code files parsed (as text) for geometry; larger ones are skipped, with a note
+MAX_CODE_TOTAL_BYTES = 16 * 2**20
 MAX_TREE_NODES = 1_000_000
 MAX_DEPTH = 200
 INFLATION_ALLOWED_BYTES = 2**20  # a view may repeat storage elements (stride 0) up to this size
@@ -230,6 +232,7 @@ class ScriptArchive:
     root: Any  # a ScriptObject (the top module) or plain data
     code: dict[str, str]  # code file name (under code/) -> text, for files up to a bounded size
     byteorder: str
+    code_skipped: int = 0  # code files over the size bounds, not read
 
 
 def _members(archive: zipfile.ZipFile) -> tuple[str, dict[str, zipfile.ZipInfo]]:
@@ -240,7 +243,7 @@ def _members(archive: zipfile.ZipFile) -> tuple[str, dict[str, zipfile.ZipInfo]]
     return pkl[0][: -len("data.pkl")], infos
 
 
-def read_archive(path: Path, budget_bytes: int, max_code_bytes: int = 8 * 2**20) -> ScriptArchive:
+def read_archive(path: Path, budget_bytes: int) -> ScriptArchive:
     """Open ``path``, unpickle its ``data.pkl`` into placeholders and tensor references, collect its code."""
     file_size = path.stat().st_size
     try:
@@ -263,9 +266,13 @@ def read_archive(path: Path, budget_bytes: int, max_code_bytes: int = 8 * 2**20)
                 raise
             except Exception as exc:  # a malformed pickle: any of pickle's many error types
                 raise UnreadableInputError(f"data.pkl cannot be read ({type(exc).__name__})") from exc
-            code = {}
+            code, skipped, total = {}, 0, 0
             for name, info in infos.items():
-                if name.startswith(prefix + "code/") and name.endswith(".py") and info.file_size <= max_code_bytes:
+                if name.startswith(prefix + "code/") and name.endswith(".py"):
+                    if info.file_size > MAX_CODE_FILE_BYTES or total + info.file_size > MAX_CODE_TOTAL_BYTES:
+                        skipped += 1
+                        continue
+                    total += info.file_size
                     try:
                         code[name[len(prefix) + 5:]] = archive.read(info).decode("utf-8", "replace")
                     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
@@ -276,7 +283,7 @@ def read_archive(path: Path, budget_bytes: int, max_code_bytes: int = 8 * 2**20)
         raise type(exc)(f"{path}: {exc.message}", hint=exc.hint) from exc
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, KeyError) as exc:
         raise UnreadableInputError(f"{path}: a damaged TorchScript archive ({type(exc).__name__}: {exc})") from exc
-    return ScriptArchive(path=path, prefix=prefix, root=root, code=code, byteorder=byteorder)
+    return ScriptArchive(path=path, prefix=prefix, root=root, code=code, byteorder=byteorder, code_skipped=skipped)
 
 
 @dataclass(frozen=True)

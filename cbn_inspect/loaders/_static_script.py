@@ -17,7 +17,7 @@ from ..records import LoadedModel, SourceInfo
 from ._policy import default_max_memory_mb
 from ._script_archive import ArchiveWeight, ScriptObject, read_archive, tensors_of
 from ._script_code import parse_classes, call_order
-from ._statedict import TensorEntry, build_model, natural_key
+from ._statedict import PADDING_MODES, TensorEntry, build_model, natural_key
 
 
 def _class_of(obj: Any) -> str:
@@ -27,6 +27,8 @@ def _class_of(obj: Any) -> str:
 def _declared(owner: Any, attr: str, classes) -> bool:
     """Whether a tensor attribute is a parameter or buffer (what ``state_dict()`` holds), where code says."""
     info = classes.get(_class_of(owner)) if isinstance(owner, ScriptObject) else None
+    if not isinstance(owner, ScriptObject) or not isinstance(owner.state, dict):
+        return True  # a tensor inside a custom __getstate__'s state, or in plain data: listed, by position
     if info is None or (info.parameters is None and info.buffers is None):
         return True
     return attr in (info.parameters or []) or attr in (info.buffers or [])
@@ -46,7 +48,7 @@ def _geometry(module: Any, attr: str, classes, ndim: int) -> dict[str, Any] | No
                 found[key] = tuple(value)
         if isinstance(finals.get("groups"), int) and finals["groups"] >= 1:
             found["groups"] = finals["groups"]
-        if isinstance(finals.get("padding_mode"), str):
+        if finals.get("padding_mode") in PADDING_MODES:
             found["padding_mode"] = finals["padding_mode"]
         transposed = module.attributes.get("transposed")
         if isinstance(transposed, bool):
@@ -109,6 +111,8 @@ def read_static(path: Path, *, fold_batchnorm: bool, max_memory_mb: int | None =
     elif layers:
         extra.append(f"order: natural sort of names ({len(layers) - len(rank)} conv(s) not reached by "
                      "reading forward's calls)")
+    if archive.code_skipped:
+        extra.append(f"{archive.code_skipped} code file(s) over the size bound were not parsed")
     if declared < len(layers):
         extra.append(f"{len(layers) - declared} conv(s) without geometry in the code: stride 1, groups 1 assumed")
     layers = [dataclasses.replace(layer, order=i) for i, layer in enumerate(layers)]
