@@ -10,12 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from audit_zoo import write_small_zoo
 from cbn_inspect.batch import run_audit
 from cbn_inspect.batch.records import AuditItem
 from cbn_inspect.batch.sources import HashTimeout, content_hash
+from cbn_inspect.records import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,8 +67,12 @@ def test_audit_of_a_hostile_folder_finishes_with_error_rows(tmp_path):
     (folder / "zero.safetensors").symlink_to("/dev/zero")
     _sparse(folder / "sparse.safetensors")
     torch.save({"x": _Loop(str(tmp_path / "loop-started"))}, folder / "loop.pt")
+    from safetensors.numpy import save_file
+
+    save_file({"conv.weight": np.ones((64, 64, 3, 3), np.float32)}, str(folder / "grid4096.safetensors"),
+              metadata={"cbn_inspect.grid": "4096"})
     started = time.monotonic()
-    result = run_audit([str(folder)], trust_code=True, timeout=10, jobs=2, threads=1)
+    result = run_audit([str(folder)], Settings(max_memory_mb=2000), trust_code=True, timeout=10, jobs=2, threads=1)
     elapsed = time.monotonic() - started
     rows = {Path(row.item).name: row for row in result.rows}
     assert rows[good.name].ok
@@ -74,6 +80,8 @@ def test_audit_of_a_hostile_folder_finishes_with_error_rows(tmp_path):
         assert rows[name].error_kind == "unreadable", (name, rows[name])
     assert "not a regular file" in rows["pipe.safetensors"].error_message
     assert rows["loop.pt"].error_kind == "timeout" and rows["loop.pt"].exit_code == 7
+    big = rows["grid4096.safetensors"]
+    assert big.error_kind == "resource-limit" and big.exit_code == 7 and "grid 4096x4096" in big.error_message
     assert (tmp_path / "loop-started").exists()  # it did loop, in a worker, until killed
     assert elapsed < 10 + 30, elapsed  # the loop's 10 s limit plus worker start-up on a loaded machine
 

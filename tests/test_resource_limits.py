@@ -201,3 +201,11 @@ def test_huge_dilation_refused_before_dilating(tmp_path):
               metadata={"cbn_inspect.layers": json.dumps(layers)})
     with pytest.raises(ResourceLimitError, match="layer conv on grid 32x32 \\(metadata\\)"):
         analyze_model(load(path, identify=False), Settings(max_memory_mb=2000))
+
+
+def test_report_timeout_is_exit_7_in_one_line(cli, planted_path):
+    result = cli(str(planted_path), "--timeout", "0.000001")
+    assert result.exit_code == 7
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "time budget of 1e-06 s (--timeout) exceeded" in result.stderr
+    assert cli(str(planted_path), "--timeout", "0").exit_code == 2
