@@ -151,7 +151,7 @@ def load(
         if isinstance(chosen, torch.nn.Module) and not arch:
             from ._trace import load_module
 
-            return load_module(chosen, info, size=size, fold_batchnorm=fold_batchnorm)
+            return load_module(chosen, info, size=size, fold_batchnorm=fold_batchnorm, max_memory_mb=max_memory_mb)
         entries = entries_of(chosen)
     return _with_architecture(entries, info, arch, config, size, fold_batchnorm, identify, source)
 

@@ -50,7 +50,7 @@ def _jit_load(path: Path) -> Any:
         raise UnreadableInputError(f"{path}: a TorchScript archive torch.jit.load cannot read ({text})") from exc
 
 
-def _run(program: Any, shape: tuple[int, ...]) -> tuple[list[dict], list[str]]:
+def _run(program: Any, shape: tuple[int, ...], max_memory_mb: int | None = None) -> tuple[list[dict], list[str]]:
     """Execute once on zeros; every aten convolution call (in order) and BatchNorm pairings by tensor identity."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -89,7 +89,7 @@ def _run(program: Any, shape: tuple[int, ...]) -> tuple[list[dict], list[str]]:
 
     from ._policy import check_trace_input
 
-    check_trace_input(tuple(shape))
+    check_trace_input(tuple(shape), 4, max_memory_mb)
     notes: list[str] = []
     try:
         with torch.no_grad(), Watch():
@@ -136,7 +136,7 @@ def read_torchscript(path: Path, *, size: tuple[int, ...] | None, fold_batchnorm
         shape = tuple(size) if first is None or len(size) == first.ndim - 1 else (first.shape[1], *size)
         if len(shape) == 2 and first is not None and first.ndim == 4:
             shape = (shape[0], shape[1], shape[1])
-    calls, notes = _run(program, shape) if shape else ([], [])
+    calls, notes = _run(program, shape, max_memory_mb) if shape else ([], [])
     if not calls:
         entries = {n: TensorEntry(n, tuple(t.shape), str(t.dtype).replace("torch.", ""), InMemoryWeight(t))
                    for n, t in tensors.items()}

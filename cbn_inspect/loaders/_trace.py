@@ -153,7 +153,8 @@ def _PLAIN_FORWARDS() -> set[Callable]:
                                     nn.ConvTranspose3d)}
 
 
-def trace_convs(model: Any, input_shape: tuple[int, ...] | None) -> tuple[list[ConvSpec], list[str]]:
+def trace_convs(model: Any, input_shape: tuple[int, ...] | None,
+                max_memory_mb: int | None = None) -> tuple[list[ConvSpec], list[str]]:
     """Run ``model`` once on zeros of ``(1, *input_shape)`` and describe every conv module; also return notes.
 
     With ``input_shape=None`` nothing runs: the specs carry the modules' declared geometry and no grid.
@@ -211,7 +212,7 @@ def trace_convs(model: Any, input_shape: tuple[int, ...] | None) -> tuple[list[C
             if device.type != "meta":
                 from ._policy import check_trace_input
 
-                check_trace_input(tuple(input_shape), torch.empty((), dtype=dtype).element_size())
+                check_trace_input(tuple(input_shape), torch.empty((), dtype=dtype).element_size(), max_memory_mb)
             was_training = model.training
             model.eval()
             with torch.no_grad():
@@ -346,7 +347,8 @@ def module_input_shape(model: Any, size: tuple[int, ...] | None, first: ConvSpec
     return tuple(size) if len(size) == d + 1 else (chans, *size)
 
 
-def load_module(model: Any, info: Any, *, size: tuple[int, ...] | None, fold_batchnorm: bool):
+def load_module(model: Any, info: Any, *, size: tuple[int, ...] | None, fold_batchnorm: bool,
+                max_memory_mb: int | None = None):
     """A whole ``nn.Module`` (unpickled with trust): traced when an input size is known, else declared only."""
     import dataclasses as dc
 
@@ -363,7 +365,7 @@ def load_module(model: Any, info: Any, *, size: tuple[int, ...] | None, fold_bat
         layers = bind_specs(specs, module_tensors(model), fold_batchnorm=False, traced=False)
         return LoadedModel(source=dc.replace(info, format=info.format + "-module", notes=tuple(notes)),
                            layers=tuple(layers), order_source="natural-sort")
-    specs, trace_notes = trace_convs(model, shape)
+    specs, trace_notes = trace_convs(model, shape, max_memory_mb)
     notes.append(f"a whole module ({type(model).__name__}); grids traced at input {_fmt(shape)}")
     notes.extend(trace_notes)
     traced = any(s.ran for s in specs)
