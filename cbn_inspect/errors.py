@@ -65,6 +65,14 @@ class AnalysisError(CbnError):
     kind = "analysis"
 
 
+class ResourceLimitError(CbnError):
+    """The input would need more memory, layers or time than allowed (``--max-memory``, ``--max-layers``,
+    ``--timeout``); refused before the allocation or between layers, never half-way through one."""
+
+    exit_code = 7
+    kind = "resource-limit"
+
+
 class MissingExtraError(CbnError):
     """A feature needs an optional extra that is not installed (``pip install 'cbn-inspect[plot]'``)."""
 

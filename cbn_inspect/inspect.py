@@ -7,12 +7,14 @@ in the analysis at once, so a lazy loader never holds the whole model twice.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any
 
+from ._limits import TimeBudget, check_layer_count, check_memory, memory_room
 from .analysis import layer_evidence, layers_in_flight, locate_bottleneck, resolve_grid, submit_layer
 from .errors import CbnError, NothingToAnalyseError, UnreadableInputError, UsageError
 from .loaders import load
@@ -61,27 +63,34 @@ def analyze_model(loaded: LoadedModel, settings: Settings | None = None) -> Mode
     if not layers:
         what = f"matching --layers {settings.layer_filter!r}" if settings.layer_filter else "(rank 3-5 '*.weight' tensors)"
         raise NothingToAnalyseError(f"{loaded.source.path}: no convolution weights {what}")
+    clock = TimeBudget(settings.timeout_s, loaded.source.path)
+    check_layer_count(len(layers), settings, loaded.source.path)
+    layers = tuple(resolve_grid(layer, settings) for layer in layers)
+    needs = check_memory(layers, settings, loaded.source.path)  # before any weight is read
+    room = memory_room(settings)
     reports: list[LayerReport] = []
     window = layers_in_flight(settings)
-    pending: deque = deque()
+    pending: deque = deque()  # (future, estimated bytes)
     try:
-        for layer in layers:
-            layer = resolve_grid(layer, settings)
+        for index, (layer, need) in enumerate(zip(layers, needs)):
+            clock.check(f"after {index} of {len(layers)} layers")
+            # keep layers in flight within the room --max-memory leaves (one at a time if need be)
+            while pending and (len(pending) >= window or sum(n for _, n in pending) + need > room):
+                reports.append(pending.popleft()[0].result())
             try:
                 weight = layer.weight.load()
             except CbnError:
                 raise
             except Exception as exc:
                 raise UnreadableInputError(f"{loaded.source.path}: cannot read layer {layer.name}: {exc}") from exc
-            pending.append(submit_layer(layer, weight, settings))
+            pending.append((submit_layer(layer, weight, settings), need))
             del weight
-            while len(pending) > window:
-                reports.append(pending.popleft().result())
         while pending:
-            reports.append(pending.popleft().result())
+            reports.append(pending.popleft()[0].result())
     finally:
-        for future in pending:
+        for future, _ in pending:
             future.cancel()
+    clock.check(f"after all {len(layers)} layers")
     names = [r.layer.name for r in reports]
     bottleneck = locate_bottleneck(names, [r.metrics for r in reports], settings,
                                    layers=[layer_evidence(r) for r in reports])
@@ -128,10 +137,16 @@ def inspect_source(
         from .records import SourceInfo
 
         info = SourceInfo(path=f"<{type(source).__name__}>", format="in-memory")
-        loaded = load_module(source, info, size=parse_input_size(input_size), fold_batchnorm=settings.fold_batchnorm)
+        loaded = load_module(source, info, size=parse_input_size(input_size), fold_batchnorm=settings.fold_batchnorm,
+                             max_memory_mb=settings.max_memory_mb)
         return analyze_model(loaded, settings)
     if not isinstance(source, (str, Path)):
         raise UsageError(f"cannot inspect a {type(source).__name__}: pass a path, 'timm:NAME' or an nn.Module")
+    clock = TimeBudget(settings.timeout_s, str(source))
     loaded = load(source, trust_code=trust_code or trust_pickle, key=key, fold_batchnorm=settings.fold_batchnorm,
-                  arch=arch, input_size=input_size)
+                  arch=arch, input_size=input_size, max_memory_mb=settings.max_memory_mb)
+    clock.check("while loading")
+    if settings.timeout_s is not None:  # what loading took counts against the budget
+        left = settings.timeout_s - (time.monotonic() - clock.started)
+        settings = dataclasses.replace(settings, timeout_s=max(left, 0.0))
     return analyze_model(loaded, settings)

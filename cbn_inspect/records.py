@@ -308,6 +308,10 @@ class Settings:
     device: str = "cpu"
     memory_budget_mb: int = 256
     threads: int | None = None  # analysis worker threads; None = the cores available (does not change results)
+    # Resource bounds (do not change results; a source past one is refused with ResourceLimitError):
+    max_memory_mb: int | None = None  # None = half the physical memory (loaders._policy.default_max_memory_mb)
+    max_layers: int = 10_000
+    timeout_s: float | None = None  # per-source time budget for load + analysis; None = no limit
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Whole pickled modules (only with trust) and TorchScript programs (torch.jit.load, no trust needed)."""
+"""Whole pickled modules (only with trust) and TorchScript programs (read statically; run only with trust)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def test_torchscript_is_recognised_and_traced(tmp_path, how):
         path = tmp_path / "program.pt"
         torch.jit.save(program, str(path))
     assert detect_format(path) == "torchscript"
-    loaded = load(path, input_size="16")
+    loaded = load(path, input_size="16", trust_code=True)  # tracing runs the program: trusted only
     assert loaded.source.format == "torchscript" and loaded.order_source == "trace"
     assert [layer.name for layer in loaded.layers] == ["0", "3", "5"]
     assert [layer.grid for layer in loaded.layers] == [(16, 16), (8, 8), (8, 8)]
@@ -66,5 +66,9 @@ def test_torchscript_is_recognised_and_traced(tmp_path, how):
     assert loaded.layers[0].batchnorm is not None and loaded.layers[0].batchnorm.name == "1"
     if how == "script":
         assert loaded.layers[1].padding_mode == "circular"
-    bare = load(path)  # no input size: listed from the parameters, default grids
+    bare = load(path)  # read statically: names, geometry and order from the archive, default grids
     assert len(bare.layers) == 3 and all(layer.grid is None for layer in bare.layers)
+    assert [layer.name for layer in bare.layers] == ["0", "3", "5"] and bare.order_source == "metadata"
+    assert [(la.stride, la.groups, la.padding_mode) for la in bare.layers] == \
+        [(la.stride, la.groups, la.padding_mode) for la in loaded.layers]
+    assert bare.layers[0].batchnorm is not None and bare.layers[0].batchnorm.name == "1"

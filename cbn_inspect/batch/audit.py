@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Protocol, Sequence
 
-from ..errors import SOME_ITEMS_FAILED_EXIT, UsageError
+from ..errors import SOME_ITEMS_FAILED_EXIT, ResourceLimitError, UsageError
 from ..records import Settings
 from ..report.json_report import settings_to_dict
 from .executors import DaskExecutor, Executor, LocalExecutor, default_jobs
 from .records import AuditItem, AuditRow, AuditTask
-from .sources import content_hash, expand_sources, row_key, settings_hash
+from .sources import HashTimeout, content_hash, expand_sources, row_key, settings_hash
+from .worker import error_row
 from .store import ResultStore
 
 
@@ -55,15 +56,37 @@ def plan_tasks(
     trust_code: bool = False,
     key: str | None = None,
     threads: int | None = None,
+    timeout: float | None = None,
 ) -> list[AuditTask]:
-    """A task per item, keyed by the item's content hash and everything that changes its report."""
+    """A task per item, keyed by the item's content hash and everything that changes its report.
+
+    Hashing runs within the per-item ``timeout``: an item whose hash takes longer gets a key from its path,
+    size and modification time, and is marked to become a timeout row without being run.
+    """
     digest = settings_hash(settings_to_dict(settings), trust_code=trust_code, key=key,
                            spectra=settings.keep_spectra)
-    return [
-        AuditTask(item=item, key=row_key(content_hash(item), digest), settings=settings,
-                  trust_code=trust_code, checkpoint_key=key, threads=threads)
-        for item in items
-    ]
+    tasks = []
+    for item in items:
+        late = None
+        try:
+            content = content_hash(item, timeout=timeout)
+        except HashTimeout:
+            content, late = "unhashed-" + _stat_key(item.source), timeout
+        tasks.append(AuditTask(item=item, key=row_key(content, digest), settings=settings, trust_code=trust_code,
+                               checkpoint_key=key, threads=threads, hash_timed_out=late))
+    return tasks
+
+
+def _stat_key(source: str) -> str:
+    import hashlib
+    import os
+
+    try:
+        info = os.stat(source)
+        text = f"{source}:{info.st_size}:{info.st_mtime_ns}"
+    except OSError:
+        text = source
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def make_executor(executor: str, *, jobs: int | None, threads: int | None, timeout: float | None,
@@ -105,7 +128,8 @@ def run_audit(
     items = list(items) if items is not None else expand_sources(sources or [])
     started = time.perf_counter()
     tasks = plan_tasks(items, settings, trust_code=trust_code, key=key,
-                       threads=threads if executor == "dask" else getattr(runner, "threads", threads))
+                       threads=threads if executor == "dask" else getattr(runner, "threads", threads),
+                       timeout=timeout)
     wanted = {(t.item.source, t.key) for t in tasks}
 
     def drop(row: AuditRow) -> bool:  # rows of this run's items that are computed again
@@ -121,7 +145,16 @@ def run_audit(
         reused = len(finished)
         if progress is not None:
             progress.start(len(tasks), reused)
-        for row in runner.run(todo):
+        late = [t for t in todo if t.hash_timed_out is not None]
+        todo = [t for t in todo if t.hash_timed_out is None]
+
+        def rows():
+            for task in late:
+                yield error_row(task, "timeout", f"timed out after {task.hash_timed_out:g} s while hashing the "
+                                "file (not analysed)", ResourceLimitError.exit_code, task.hash_timed_out)
+            yield from runner.run(todo)
+
+        for row in rows():
             if store is not None:
                 store.append(row)
             finished[(row.item, row.key)] = row
@@ -131,5 +164,5 @@ def run_audit(
         if store is not None:
             store.close()
     rows = tuple(finished[(t.item.source, t.key)] for t in tasks)
-    return AuditResult(rows=rows, computed=len(todo), reused=reused, seconds=time.perf_counter() - started,
+    return AuditResult(rows=rows, computed=len(todo) + len(late), reused=reused, seconds=time.perf_counter() - started,
                        repaired_lines=store.dropped_lines if store is not None else 0)

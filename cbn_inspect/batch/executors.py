@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Iterator, Protocol, Sequence
 
-from ..errors import INTERNAL_ERROR_EXIT, UsageError
+from ..errors import INTERNAL_ERROR_EXIT, ResourceLimitError, UsageError
 from .records import AuditRow, AuditTask
 from .worker import TRACE_ENV, configure_threads, error_row, run_task
 
@@ -55,11 +55,52 @@ def describe_exit(exitcode: int | None) -> str:
     return f"signal {-exitcode} ({name}{hint})"
 
 
-def _worker_main(conn: Connection, threads: int | None, trace: str | None) -> None:
+PR_SET_PDEATHSIG = 1
+WATCHDOG_PERIOD_S = 0.5
+
+
+def _die_with(coordinator: int) -> None:
+    """End this worker when the coordinator dies, even mid-item (a kill -9 of the coordinator included).
+
+    Linux: ``PR_SET_PDEATHSIG`` makes the kernel send SIGKILL when the parent (the forkserver, which exits
+    with the coordinator) goes; everywhere: a daemon thread polls the coordinator's pid and ends the process.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+    def gone() -> bool:
+        try:
+            os.kill(coordinator, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        try:  # a killed coordinator not yet reaped is a zombie
+            with open(f"/proc/{coordinator}/stat") as handle:
+                return handle.read().rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+        except (OSError, IndexError):
+            return False
+
+    def watch() -> None:
+        while not gone():
+            time.sleep(WATCHDOG_PERIOD_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="cbn-inspect-coordinator-watchdog").start()
+
+
+def _worker_main(conn: Connection, threads: int | None, trace: str | None, coordinator: int | None = None) -> None:
     """A local worker: import the analysis once, then analyse one task per message until told to stop.
 
     ``trace`` is the coordinator's current ``CBN_INSPECT_AUDIT_TRACE`` (a forkserver keeps the environment
-    it started with)."""
+    it started with); ``coordinator`` its pid: the worker dies with it."""
+    if coordinator is not None:
+        _die_with(coordinator)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.pop(TRACE_ENV, None)
     if trace:
@@ -110,7 +151,8 @@ class LocalExecutor:
 
     def _start(self) -> _Worker:
         parent, child = self._context.Pipe()
-        process = self._context.Process(target=_worker_main, args=(child, self.threads, os.environ.get(TRACE_ENV)), daemon=True,
+        process = self._context.Process(target=_worker_main, args=(child, self.threads, os.environ.get(TRACE_ENV), os.getpid()),
+                                        daemon=True,
                                         name="cbn-inspect-audit-worker")
         process.start()
         child.close()
@@ -202,7 +244,7 @@ class LocalExecutor:
         elif worker.task is not None and self.timeout and time.monotonic() - worker.started > self.timeout:
             self._stop(worker, kill=True)
             yield error_row(worker.task, "timeout", f"timed out after {self.timeout:g} s (worker killed)",
-                            INTERNAL_ERROR_EXIT, time.monotonic() - worker.started)
+                            ResourceLimitError.exit_code, time.monotonic() - worker.started)
             return False
         return True
 
@@ -222,7 +264,7 @@ def run_task_limited(task: AuditTask, timeout: float | None) -> AuditRow:
     if box:
         return box[0]
     return error_row(task, "timeout", f"timed out after {timeout:g} s (the Dask worker finishes it in the background)",
-                     INTERNAL_ERROR_EXIT, time.perf_counter() - started)
+                     ResourceLimitError.exit_code, time.perf_counter() - started)
 
 
 class DaskExecutor:

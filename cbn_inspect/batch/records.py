@@ -41,6 +41,7 @@ class AuditTask:
     trust_code: bool = False
     checkpoint_key: str | None = None
     threads: int | None = None
+    hash_timed_out: float | None = None  # hashing the item passed its time limit (seconds): a timeout row, not run
 
 
 @dataclass(frozen=True)

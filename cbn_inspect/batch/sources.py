@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
+import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -55,8 +57,14 @@ def expand_timm(pattern: str) -> list[str]:
     return names
 
 
+MAX_INDEX_BYTES = 64 * 2**20
+
+
 def _shards(index: Path) -> set[Path]:
     try:
+        info = os.stat(index)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_INDEX_BYTES:  # a FIFO would block the read
+            return set()
         weight_map = json.loads(index.read_text()).get("weight_map", {})
     except (OSError, ValueError, AttributeError):
         return set()
@@ -128,30 +136,78 @@ def expand_sources(args: Iterable[str]) -> list[AuditItem]:
     return list(items.values())
 
 
-def _hash_files(paths: Iterable[Path]) -> str:
+class HashTimeout(Exception):
+    """Hashing an item took longer than its time limit."""
+
+
+def _hash_file(path: Path, digest, deadline: float | None) -> None:
+    """Feed ``path``'s bytes to ``digest``: a regular file only, at most its size, within ``deadline``.
+
+    A FIFO, socket or device (say a ``/dev/zero`` link named ``*.safetensors``) is refused before it is
+    opened for reading (``O_NONBLOCK``, so even a FIFO swapped in after the check cannot block the open).
+    A sparse file's holes are skipped (``SEEK_DATA``), hashed as their offsets: a 20 GB sparse file costs
+    nothing, and the same bytes always give the same key.
+    """
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise OSError(f"not a regular file: {path}")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"not a regular file: {path}")
+        size = info.st_size
+        sparse = hasattr(os, "SEEK_DATA") and info.st_blocks * 512 < size // 2
+        offset = 0
+        while offset < size:
+            if sparse:
+                try:
+                    start = os.lseek(fd, offset, os.SEEK_DATA)
+                except OSError:  # no data after offset: the rest is a hole
+                    break
+                end = os.lseek(fd, start, os.SEEK_HOLE)
+                digest.update(f"@{start}:{end}".encode())
+                os.lseek(fd, start, os.SEEK_SET)
+            else:
+                start, end = offset, size
+            position = start
+            while position < min(end, size):
+                chunk = os.read(fd, min(CHUNK, min(end, size) - position))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                position += len(chunk)
+                if deadline is not None and time.monotonic() > deadline:
+                    raise HashTimeout(path)
+            offset = max(end, position) if sparse else size
+    finally:
+        os.close(fd)
+
+
+def _hash_files(paths: Iterable[Path], deadline: float | None = None) -> str:
     digest = hashlib.sha256()
     for path in paths:
-        with path.open("rb") as handle:
-            while chunk := handle.read(CHUNK):
-                digest.update(chunk)
+        _hash_file(path, digest, deadline)
     return digest.hexdigest()
 
 
-def content_hash(item: AuditItem) -> str:
+def content_hash(item: AuditItem, timeout: float | None = None) -> str:
     """sha256 of the item's bytes (an index with its shards); ``timm:NAME`` hashes the name and timm version.
 
-    A file that cannot be read gets a hash of its path, so that it still has a key (its row is an error).
+    A file that cannot be read, or is not a regular file, gets a hash of its path, so that it still has a
+    key (its row is an error). Past ``timeout`` seconds of hashing, :class:`HashTimeout` is raised.
     """
     if item.kind == "timm":
         import timm
 
         return hashlib.sha256(f"{item.source}@timm-{timm.__version__}".encode()).hexdigest()
     path = Path(item.source)
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
         files = [path]
         if path.name.endswith(".index.json"):
             files += sorted(p for p in _shards(path) if p.is_file())
-        return _hash_files(files)
+        return _hash_files(files, deadline)
     except OSError:
         return "unreadable-" + hashlib.sha256(item.source.encode()).hexdigest()
 

@@ -20,7 +20,7 @@ from ..errors import SOME_ITEMS_FAILED_EXIT, UsageError
 from ._app import Metric, Precision, Rule, app, guarded, stderr
 from ._options import (
     DegreeOption, DeviceOption, FoldBnOption, GridOption, KeyOption, LayersOption, MaxUtilisationOption,
-    MemoryBudgetOption,
+    MaxLayersOption, MaxMemoryOption, MemoryBudgetOption,
     MinGapOption, PrecisionOption, SpectraOption, TolValueOption, ToleranceOption, TrustCodeOption,
     build_settings,
 )
@@ -103,12 +103,15 @@ def audit_command(
     min_gap: MinGapOption = 10.0,
     max_utilisation: MaxUtilisationOption = 0.5,
     memory_budget: MemoryBudgetOption = 256,
+    max_memory: MaxMemoryOption = None,
+    max_layers: MaxLayersOption = 10_000,
 ) -> None:
     """Audit many checkpoints: one row each (JSONL/CSV), a summary table, resumable, local or on Dask."""
     from ..batch import AuditSummary, expand_sources, run_audit, write_csv
 
     settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, spectra,
-                              device, min_gap, max_utilisation, memory_budget=memory_budget)
+                              device, min_gap, max_utilisation, memory_budget=memory_budget,
+                              max_memory=max_memory, max_layers=max_layers)
     items = expand_sources(sources)
     if not items:
         raise UsageError("no checkpoints found in the sources given",

@@ -32,6 +32,8 @@ MinGapOption = Annotated[float, typer.Option("--min-gap", help="Smallest kept / 
 ArchOption = Annotated[Optional[str], typer.Option("--arch", metavar="timm:NAME", help="Analyse the file's weights in this timm architecture (grids, strides and order traced; pretrained=False, nothing downloaded).")]
 InputSizeOption = Annotated[Optional[str], typer.Option("--input-size", metavar="N|HxW|CxHxW", help="Input size for the trace (default: the model's pretrained_cfg; needed for whole modules and TorchScript).")]
 MemoryBudgetOption = Annotated[int, typer.Option("--memory-budget", metavar="MB", min=1, help="Working memory for one layer's per-frequency matrices; big layers are split into chunks of frequencies to fit. Results do not depend on it.")]
+MaxMemoryOption = Annotated[Optional[int], typer.Option("--max-memory", metavar="MB", min=64, help="Refuse (exit 7), before allocating, a file whose declared tensors or a layer whose analysis (grid x channels x frequencies) would take this process past MB of memory. Default: half the physical memory.")]
+MaxLayersOption = Annotated[int, typer.Option("--max-layers", metavar="N", min=1, help="Refuse (exit 7) a source with more than N conv layers selected.")]
 MaxUtilisationOption = Annotated[float, typer.Option("--max-utilisation", help="Largest share of capacity a bottleneck layer may use.")]
 
 
@@ -49,6 +51,9 @@ def build_settings(
     max_utilisation: float,
     threads: int | None = None,
     memory_budget: int = 256,
+    max_memory: int | None = None,
+    max_layers: int = 10_000,
+    timeout: float | None = None,
 ) -> Settings:
     """Validate the analysis options before any work starts, and turn them into :class:`Settings`."""
     parsed_grid = None
@@ -57,6 +62,11 @@ def build_settings(
             parsed_grid = parse_grid(grid)
         except ValueError as exc:
             raise UsageError(f"--grid {grid!r}: use N (every axis) or HxW, e.g. 32 or 14x14") from exc
+    if timeout is not None and not timeout > 0:
+        raise UsageError("--timeout must be > 0 seconds")
+    if max_memory is not None and max_memory < memory_budget * 5 // 4 + 64:
+        raise UsageError(f"--max-memory {max_memory} MB leaves no room for --memory-budget {memory_budget} MB",
+                         hint="give at least 1.25 x the memory budget plus 64 MB")
     value = DEFAULT_TOLERANCE[tolerance.value] if tol_value is None else tol_value
     if tolerance.value in ("relative", "absolute") and value < 0:
         raise UsageError(f"--tol-value must be >= 0 for the {tolerance.value} rule")
@@ -80,4 +90,7 @@ def build_settings(
         max_utilisation=max_utilisation,
         threads=threads,
         memory_budget_mb=memory_budget,
+        max_memory_mb=max_memory,
+        max_layers=max_layers,
+        timeout_s=timeout,
     )

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from .._limits import hard_deadline
 from ..errors import UsageError
 from ..inspect import inspect_source
 from ..report import TerminalReport, to_json
@@ -17,7 +18,7 @@ from ._app import Metric, Precision, Rule, app, guarded, stderr
 from ._options import (
     ArchOption, InputSizeOption,
     DegreeOption, DeviceOption, FoldBnOption, GridOption, KeyOption, LayersOption, MaxUtilisationOption,
-    MemoryBudgetOption,
+    MaxLayersOption, MaxMemoryOption, MemoryBudgetOption,
     MinGapOption, PrecisionOption, SpectraOption, TolValueOption, ToleranceOption, TrustCodeOption,
     build_settings,
 )
@@ -34,7 +35,8 @@ EPILOG = """
 * `cbn-inspect model.safetensors --plot cbn.png --html cbn.html`: the figures, and a self-contained HTML report.
 
 Exit codes: 0 ok, 2 usage, 3 unreadable input, 4 no conv layers, 5 unsafe pickle refused, 6 analysis
-error, 10 an optional extra is missing (--plot needs matplotlib), 70 internal error.
+error, 7 resource limit (--max-memory, --max-layers, --timeout), 10 an optional extra is missing (--plot
+needs matplotlib), 70 internal error.
 """
 
 
@@ -62,10 +64,14 @@ def report_command(
     memory_budget: MemoryBudgetOption = 256,
     plot: Annotated[Optional[Path], typer.Option("--plot", metavar="FILE", help="Write the figures to FILE: .png, .svg or .pdf (needs the plot extra: pip install 'cbn-inspect[plot]').")] = None,
     html: Annotated[Optional[Path], typer.Option("--html", metavar="FILE", help="Write a self-contained HTML report (summary, sortable layer table, figures, settings) to FILE.")] = None,
+    max_memory: MaxMemoryOption = None,
+    max_layers: MaxLayersOption = 10_000,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="SECONDS", help="Time budget for this source (load and analysis); past it the run stops with exit 7. Checked between layers, and a step that overruns it by 5 s ends the process.")] = None,
 ) -> None:
     """Analyse one checkpoint: per-frequency spectra of every conv layer and the bottleneck they form."""
     settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, spectra,
-                              device, min_gap, max_utilisation, threads=threads, memory_budget=memory_budget)
+                              device, min_gap, max_utilisation, threads=threads, memory_budget=memory_budget,
+                              max_memory=max_memory, max_layers=max_layers, timeout=timeout)
     if plot is not None:  # fail before the analysis, not after it
         from ..report.figures import figure_format, require_matplotlib
 
@@ -73,8 +79,13 @@ def report_command(
         require_matplotlib()
     pictures = plot is not None or html is not None
     # The figures colour singular values by degree, so they need the spectra; the JSON gets them only with --spectra.
-    report = inspect_source(source, replace(settings, keep_spectra=True) if pictures else settings,
-                            trust_code=trust_code, key=key, arch=arch, input_size=input_size)
+    deadline = hard_deadline(timeout, source)
+    try:
+        report = inspect_source(source, replace(settings, keep_spectra=True) if pictures else settings,
+                                trust_code=trust_code, key=key, arch=arch, input_size=input_size)
+    finally:
+        if deadline is not None:
+            deadline.cancel()
     if pictures:
         _write_pictures(report, plot, html)
         report = replace(report, settings=settings) if not spectra else report

@@ -93,12 +93,15 @@ def load(
     arch: str | None = None,
     input_size: str | tuple[int, ...] | None = None,
     identify: bool = True,
+    max_memory_mb: int | None = None,
 ) -> LoadedModel:
     """Read a source's conv layers without computing spectra. Weights stay lazy where the format allows.
 
     ``arch`` (``timm:NAME``) analyses a file's weights in that architecture's geometry; ``input_size``
     (``N``, ``HxW`` or ``CxHxW``) overrides the input size traced; ``identify=False`` skips matching a bare
-    state dict against timm's registry.
+    state dict against timm's registry. ``max_memory_mb`` bounds what a file may declare (storages,
+    tensor views) before anything is allocated (default: :func:`._policy.default_max_memory_mb`).
+    What may execute is decided in :mod:`._policy`: nothing from the file without ``trust_code``.
     """
     trust_code = trust_code or trust_pickle  # the older name, kept as an alias
     size = parse_input_size(input_size)
@@ -128,12 +131,17 @@ def load(
             return read_onnx(path, fold_batchnorm=fold_batchnorm)
         from ._torchscript import read_torchscript
 
-        return read_torchscript(path, size=size, fold_batchnorm=fold_batchnorm, trust_code=trust_code)
+        return read_torchscript(path, size=size, fold_batchnorm=fold_batchnorm, trust_code=trust_code,
+                                max_memory_mb=max_memory_mb)
     if fmt == "safetensors":
         entries, info = read_safetensors(path)
     elif fmt == "safetensors-index":
         entries, info = read_sharded(path)
     else:
+        from ._policy import default_max_memory_mb
+        from ._script_archive import prescan_torch_file
+
+        prescan_torch_file(path, (max_memory_mb or default_max_memory_mb()) * 2**20)
         chosen, notes, metadata = read_torch_object(path, trust=trust_code, key=key)
         from ..records import SourceInfo
 
@@ -143,7 +151,7 @@ def load(
         if isinstance(chosen, torch.nn.Module) and not arch:
             from ._trace import load_module
 
-            return load_module(chosen, info, size=size, fold_batchnorm=fold_batchnorm)
+            return load_module(chosen, info, size=size, fold_batchnorm=fold_batchnorm, max_memory_mb=max_memory_mb)
         entries = entries_of(chosen)
     return _with_architecture(entries, info, arch, config, size, fold_batchnorm, identify, source)
 

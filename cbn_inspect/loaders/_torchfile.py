@@ -16,6 +16,7 @@ from typing import Any, Mapping
 from ..errors import UnreadableInputError, UnsafeContentError, UsageError
 from ..records import InMemoryWeight, SourceInfo
 from ._pickle_scan import unsafe_globals
+from ._policy import allowed
 from ._statedict import TensorEntry
 
 # Looked up in this order; the first that holds tensors is the model. EMA copies come after the raw model.
@@ -35,7 +36,8 @@ def _torch_load(path: Path, trust: bool) -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.load(str(path), map_location="cpu", weights_only=not trust)
+            return torch.load(str(path), map_location="cpu",
+                              weights_only=not allowed("pytorch", "unpickle-objects", trust))
     except pickle.UnpicklingError as exc:
         text = " ".join(str(exc).split())
         if "Weights only load failed" in text:

@@ -1,14 +1,18 @@
-"""TorchScript archives, loaded with ``torch.jit.load`` (which runs no Python from the file).
+"""TorchScript archives: read statically by default; run (``torch.jit.load`` and a trace) only when trusted.
 
-A TorchScript program cannot take module hooks, so its convolutions are observed one level down: the
-program runs once on a zero input under a ``TorchDispatchMode`` that sees every ``aten`` convolution the
-interpreter executes, with its input shape (the grid), stride, padding, dilation, groups and transposed
-flag, in execution order. The weight passed is matched to the program's named parameters by storage, so
-each call gets its module name; a BatchNorm whose input is exactly a conv's output is folded into it.
-Without an input size nothing runs and the layers are listed from the parameters alone (declared nothing,
-grids unknown). An explicit pad feeding a conv (reflect, replicate, constant, and torch's circular padding,
-which writes into a ``new_empty`` tensor) is seen too: the grid is the size before padding, and the mode is
-the pad's (a scripted module's own ``padding_mode`` attribute wins where present).
+``torch.jit.load`` executes TorchScript from the file (a class's ``__setstate__`` runs while loading), so
+without ``trust_code`` an archive is read as data (:mod:`._script_archive`, :mod:`._script_code`): tensors
+and module names from ``data.pkl``, conv geometry (stride, dilation, groups, transposed, padding mode) from
+the code files' constants and conv calls, and the order of convs from the calls in ``forward``, all parsed,
+never run. Grids are then not known (default grid, or ``--grid``), and ``--input-size`` is refused.
+
+With ``trust_code`` and an input size, the program runs once on a zero input under a ``TorchDispatchMode``
+that sees every ``aten`` convolution the interpreter executes, with its input shape (the grid), stride,
+padding, dilation, groups and transposed flag, in execution order. The weight passed is matched to the
+program's named parameters by storage, so each call gets its module name; a BatchNorm whose input is exactly
+a conv's output is folded into it. An explicit pad feeding a conv (reflect, replicate, constant, and torch's
+circular padding, which writes into a ``new_empty`` tensor) is seen too: the grid is the size before
+padding, and the mode is the pad's (a scripted module's own ``padding_mode`` attribute wins where present).
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import UnreadableInputError
+from ..errors import UnreadableInputError, UsageError
 from ..records import BatchNormParams, ConvLayer, InMemoryWeight, LoadedModel, SourceInfo
 from ._statedict import TensorEntry, build_model
+from ._static_script import read_static
 
 CONV_OPS = ("convolution", "_convolution")
 PAD_OPS = {"constant_pad_nd": "zeros", "reflection_pad1d": "reflect", "reflection_pad2d": "reflect",
@@ -45,7 +50,7 @@ def _jit_load(path: Path) -> Any:
         raise UnreadableInputError(f"{path}: a TorchScript archive torch.jit.load cannot read ({text})") from exc
 
 
-def _run(program: Any, shape: tuple[int, ...]) -> tuple[list[dict], list[str]]:
+def _run(program: Any, shape: tuple[int, ...], max_memory_mb: int | None = None) -> tuple[list[dict], list[str]]:
     """Execute once on zeros; every aten convolution call (in order) and BatchNorm pairings by tensor identity."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -82,6 +87,9 @@ def _run(program: Any, shape: tuple[int, ...]) -> tuple[list[dict], list[str]]:
                     calls[index]["bn"] = (args[1], args[4], eps, params.get(args[4].untyped_storage().data_ptr()))
             return out
 
+    from ._policy import check_trace_input
+
+    check_trace_input(tuple(shape), 4, max_memory_mb)
     notes: list[str] = []
     try:
         with torch.no_grad(), Watch():
@@ -107,7 +115,18 @@ def _padding_modes(program: Any) -> dict[str, str]:
 
 
 def read_torchscript(path: Path, *, size: tuple[int, ...] | None, fold_batchnorm: bool,
-                     trust_code: bool = False) -> LoadedModel:
+                     trust_code: bool = False, max_memory_mb: int | None = None) -> LoadedModel:
+    """Statically unless ``trust_code`` and ``size`` are given; then the program is run once and traced."""
+    from ._policy import allowed
+
+    may_run = allowed("torchscript", "run-program", trust_code)
+    if size is not None and not may_run:
+        raise UsageError(
+            "tracing a TorchScript program (--input-size) runs the code it holds and needs --trust-code",
+            hint="pass --trust-code only for a file you trust, or drop --input-size to read its weights statically",
+        )
+    if not may_run or size is None:
+        return read_static(path, fold_batchnorm=fold_batchnorm, max_memory_mb=max_memory_mb)
     program = _jit_load(path)
     info = SourceInfo(path=str(path), format="torchscript")
     tensors = {n: t for n, t in program.state_dict().items()}
@@ -117,7 +136,7 @@ def read_torchscript(path: Path, *, size: tuple[int, ...] | None, fold_batchnorm
         shape = tuple(size) if first is None or len(size) == first.ndim - 1 else (first.shape[1], *size)
         if len(shape) == 2 and first is not None and first.ndim == 4:
             shape = (shape[0], shape[1], shape[1])
-    calls, notes = _run(program, shape) if shape else ([], [])
+    calls, notes = _run(program, shape, max_memory_mb) if shape else ([], [])
     if not calls:
         entries = {n: TensorEntry(n, tuple(t.shape), str(t.dtype).replace("torch.", ""), InMemoryWeight(t))
                    for n, t in tensors.items()}

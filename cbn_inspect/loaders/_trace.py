@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from ..errors import UnreadableInputError
+from ..errors import ResourceLimitError, UnreadableInputError
 from ..records import BatchNormParams, ConvLayer, InMemoryWeight, WeightSource
 
 STANDARDISED = ("StdConv2d", "StdConv2dSame", "ScaledStdConv2d", "ScaledStdConv2dSame")
@@ -153,7 +153,8 @@ def _PLAIN_FORWARDS() -> set[Callable]:
                                     nn.ConvTranspose3d)}
 
 
-def trace_convs(model: Any, input_shape: tuple[int, ...] | None) -> tuple[list[ConvSpec], list[str]]:
+def trace_convs(model: Any, input_shape: tuple[int, ...] | None,
+                max_memory_mb: int | None = None) -> tuple[list[ConvSpec], list[str]]:
     """Run ``model`` once on zeros of ``(1, *input_shape)`` and describe every conv module; also return notes.
 
     With ``input_shape=None`` nothing runs: the specs carry the modules' declared geometry and no grid.
@@ -210,9 +211,15 @@ def trace_convs(model: Any, input_shape: tuple[int, ...] | None) -> tuple[list[C
             first = next(iter(model.parameters()), None)
             device = first.device if first is not None else torch.device("cpu")
             dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+            if device.type != "meta":
+                from ._policy import check_trace_input
+
+                check_trace_input(tuple(input_shape), torch.empty((), dtype=dtype).element_size(), max_memory_mb)
             model.eval()
             with torch.no_grad():
                 model(torch.zeros((1, *input_shape), device=device, dtype=dtype))
+        except ResourceLimitError:
+            raise
         except Exception as exc:  # any failure of the user's forward: keep declared geometry, say why
             ran_ok = False
             text = " ".join(str(exc).split())[:200]
@@ -342,7 +349,7 @@ def module_input_shape(model: Any, size: tuple[int, ...] | None, first: ConvSpec
     return tuple(size) if len(size) == d + 1 else (chans, *size)
 
 
-def trace_module(model: Any, size: tuple[int, ...] | None) -> tuple[list[ConvSpec], list[str], tuple[int, ...] | None, bool]:
+def trace_module(model: Any, size: tuple[int, ...] | None, max_memory_mb: int | None = None) -> tuple[list[ConvSpec], list[str], tuple[int, ...] | None, bool]:
     """The conv specs of a module, traced at ``size`` (or its own input size) when one is known.
 
     Returns the specs (in execution order when traced, else a natural sort of names), the trace's notes, the
@@ -355,7 +362,7 @@ def trace_module(model: Any, size: tuple[int, ...] | None) -> tuple[list[ConvSpe
     shape = module_input_shape(model, size, declared[0] if declared else None)
     if shape is None:
         return sorted(declared, key=lambda s: natural_key(s.name)), [], None, False
-    specs, notes = trace_convs(model, shape)
+    specs, notes = trace_convs(model, shape, max_memory_mb)
     traced = any(s.ran for s in specs)
     if not traced:
         specs = sorted(specs, key=lambda s: natural_key(s.name))
@@ -363,12 +370,14 @@ def trace_module(model: Any, size: tuple[int, ...] | None) -> tuple[list[ConvSpe
 
 
 def load_module(model: Any, info: Any, *, size: tuple[int, ...] | None, fold_batchnorm: bool):
+def load_module(model: Any, info: Any, *, size: tuple[int, ...] | None, fold_batchnorm: bool,
+                max_memory_mb: int | None = None):
     """A whole ``nn.Module`` (unpickled with trust): traced when an input size is known, else declared only."""
     import dataclasses as dc
 
     from ..records import LoadedModel
 
-    specs, trace_notes, shape, traced = trace_module(model, size)
+    specs, trace_notes, shape, traced = trace_module(model, size, max_memory_mb)
     notes = list(info.notes)
     if shape is None:
         notes.append("a whole module, not traced: pass --input-size to trace grids and execution order; "
