@@ -369,7 +369,6 @@ def trace_module(model: Any, size: tuple[int, ...] | None, max_memory_mb: int | 
     return specs, notes, shape, traced
 
 
-def load_module(model: Any, info: Any, *, size: tuple[int, ...] | None, fold_batchnorm: bool):
 def load_module(model: Any, info: Any, *, size: tuple[int, ...] | None, fold_batchnorm: bool,
                 max_memory_mb: int | None = None):
     """A whole ``nn.Module`` (unpickled with trust): traced when an input size is known, else declared only."""
