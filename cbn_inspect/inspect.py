@@ -7,15 +7,17 @@ in the analysis at once, so a lazy loader never holds the whole model twice.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections import deque
 from pathlib import Path
+from typing import Callable
 
 from .analysis import layers_in_flight, locate_bottleneck, resolve_grid, submit_layer
 from .errors import CbnError, NothingToAnalyseError, UnreadableInputError, UsageError
-from .loaders import load
-from .records import LayerReport, LoadedModel, ModelReport, Settings
+from .loaders import load, parse_input_size
+from .records import ActivationSettings, LayerReport, LoadedModel, ModelReport, Settings
 
 
 def _select_layers(loaded: LoadedModel, pattern: str | None):
@@ -99,12 +101,31 @@ def inspect_source(
     key: str | None = None,
     arch: str | None = None,
     input_size: str | tuple[int, ...] | None = None,
+    activations: ActivationSettings | str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ModelReport:
     """Load ``source`` and analyse it: the whole job of ``cbn-inspect SOURCE``, as a library call.
 
     ``arch`` (``timm:NAME``) and ``input_size`` (``N``, ``HxW``, ``CxHxW``) are passed to :func:`load`.
+    ``activations`` (an INPUTS spec such as ``"noise"``, ``"samples"``, a folder or a tensor file, or a full
+    :class:`ActivationSettings`) also runs the model on those inputs and adds the activation profile as
+    ``report.activations`` (see :mod:`cbn_inspect.activations`); ``progress(done, total)`` is called after
+    every batch. Running a TorchScript program or a whole pickled module needs ``trust_code``.
     """
     settings = settings or Settings()
-    loaded = load(source, trust_code=trust_code or trust_pickle, key=key, fold_batchnorm=settings.fold_batchnorm,
+    trust_code = trust_code or trust_pickle
+    loaded = load(source, trust_code=trust_code, key=key, fold_batchnorm=settings.fold_batchnorm,
                   arch=arch, input_size=input_size)
-    return analyze_model(loaded, settings)
+    report = analyze_model(loaded, settings)
+    if activations is None:
+        return report
+    if isinstance(activations, str):
+        activations = ActivationSettings(inputs=activations, device=settings.device)
+    if activations.input_size is None and input_size is not None:
+        activations = dataclasses.replace(activations, input_size=parse_input_size(input_size))
+    from .activations import open_runner, profile_activations
+
+    runner = open_runner(source, loaded, side=activations.side, device=activations.device,
+                         trust_code=trust_code, key=key)
+    profile = profile_activations(runner, activations, settings, progress=progress)
+    return dataclasses.replace(report, activations=profile)
