@@ -13,7 +13,8 @@ from importlib import resources
 from typing import Any, Mapping
 
 from .._version import SCHEMA_VERSION, __version__
-from ..records import Bottleneck, LayerReport, ModelReport, Settings
+from ..records import (ActivationLayerReport, ActivationReport, Bottleneck, LayerMetrics, LayerReport, ModelReport,
+                       Settings, Spectrum)
 
 
 def _num(value: float | None, digits: int = 6) -> float | None:
@@ -86,6 +87,16 @@ def _layer(index: int, report: LayerReport, metric: str, spectra: bool) -> dict[
         "batchnorm": layer.batchnorm.name if layer.batchnorm is not None else None,
         "flags": list(report.flags),
         "notes": list(report.notes),
+    }
+    out.update(_metric_fields(m, metric))
+    if spectra:
+        out["spectrum"] = _spectrum(report.spectrum)
+    return out
+
+
+def _metric_fields(m: LayerMetrics | None, metric: str) -> dict[str, Any]:
+    """The counts and soft measures of one layer (weights or activations), in the report's key order."""
+    return {
         "mode_count": m.mode_count if m else None,
         "capacity": m.capacity if m else None,
         "utilisation": _num(m.utilisation) if m else None,
@@ -102,16 +113,62 @@ def _layer(index: int, report: LayerReport, metric: str, spectra: bool) -> dict[
         "energy_by_degree": _degrees(m.energy_by_degree[metric], lambda v: _num(v, 4)) if m else {},
         "profile": [_num(v) for v in m.profile] if m else [],
     }
+
+
+def _spectrum(spectrum: Spectrum | None) -> list[dict[str, Any]] | None:
+    if spectrum is None:
+        return None
+    return [{"frequency": list(freq), "singular_values": [_num(v, 7) for v in vals]} for freq, vals in spectrum.full()]
+
+
+def _plain(value: Any) -> Any:
+    """Mappings and sequences of an ``inputs`` record as JSON values (non-finite floats as null)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float):
+        return _num(value, 8)
+    return value
+
+
+def _activation_layer(index: int, layer: ActivationLayerReport, metric: str, spectra: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "index": index,
+        "name": layer.name,
+        "grid": list(layer.grid),
+        "channels": layer.channels,
+        "inputs": layer.inputs_seen,
+        "nyquist_fraction": _num(layer.nyquist_fraction, 4),
+        "shared_with": layer.shared_with,
+        "notes": list(layer.notes),
+    }
+    out.update(_metric_fields(layer.metrics, metric))
     if spectra:
-        out["spectrum"] = (
-            [
-                {"frequency": list(freq), "singular_values": [_num(v, 7) for v in vals]}
-                for freq, vals in report.spectrum.full()
-            ]
-            if report.spectrum is not None
-            else None
-        )
+        out["spectrum"] = _spectrum(layer.spectrum)
     return out
+
+
+def activations_to_dict(report: ActivationReport, settings: Settings) -> dict[str, Any]:
+    """The report's ``activations`` object: inputs, how the model ran, per layer, and the bottleneck."""
+    s = report.settings
+    metric = settings.degree_metric
+    return {
+        "inputs": _plain(report.inputs),
+        "runner": report.runner,
+        "settings": {
+            "side": s.side,
+            "center": s.center,
+            "batch_size": s.batch_size,
+            "max_inputs": s.max_inputs,
+            "seed": s.seed,
+            "device": s.device,
+        },
+        "layers": [_activation_layer(i, layer, metric, settings.keep_spectra) for i, layer in enumerate(report.layers)],
+        "bottleneck": _bottleneck(report.bottleneck),
+        "notes": list(report.notes),
+        "seconds": _num(report.seconds, 4),
+    }
 
 
 def _bottleneck(b: Bottleneck) -> dict[str, Any]:
@@ -160,6 +217,7 @@ def report_to_dict(report: ModelReport) -> dict[str, Any]:
         "bottleneck": _bottleneck(report.bottleneck),
         "warnings": list(report.warnings),
         "seconds": _num(report.seconds, 4),
+        "activations": activations_to_dict(report.activations, report.settings) if report.activations else None,
     }
 
 
