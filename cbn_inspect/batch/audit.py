@@ -8,13 +8,14 @@ optional :class:`ProgressSink`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Protocol, Sequence
 
 from ..errors import SOME_ITEMS_FAILED_EXIT, UsageError
-from ..records import Settings
+from ..records import ActivationSettings, Settings
 from ..report.json_report import settings_to_dict
 from .executors import DaskExecutor, Executor, LocalExecutor, default_jobs
 from .records import AuditItem, AuditRow, AuditTask
@@ -55,13 +56,19 @@ def plan_tasks(
     trust_code: bool = False,
     key: str | None = None,
     threads: int | None = None,
+    activations: ActivationSettings | None = None,
 ) -> list[AuditTask]:
-    """A task per item, keyed by the item's content hash and everything that changes its report."""
+    """A task per item, keyed by the item's content hash and everything that changes its report.
+
+    With ``activations``, its settings (the INPUTS spec included, not the content of an image folder) are
+    part of the key.
+    """
+    extra = {"activations": dataclasses.asdict(activations)} if activations is not None else {}
     digest = settings_hash(settings_to_dict(settings), trust_code=trust_code, key=key,
-                           spectra=settings.keep_spectra)
+                           spectra=settings.keep_spectra, **extra)
     return [
         AuditTask(item=item, key=row_key(content_hash(item), digest), settings=settings,
-                  trust_code=trust_code, checkpoint_key=key, threads=threads)
+                  trust_code=trust_code, checkpoint_key=key, threads=threads, activations=activations)
         for item in items
     ]
 
@@ -98,6 +105,7 @@ def run_audit(
     trust_code: bool = False,
     key: str | None = None,
     progress: ProgressSink | None = None,
+    activations: ActivationSettings | None = None,
 ) -> AuditResult:
     """Audit every item the sources name; see the module docstring. Raises only for usage errors."""
     settings = settings or Settings()
@@ -105,7 +113,8 @@ def run_audit(
     items = list(items) if items is not None else expand_sources(sources or [])
     started = time.perf_counter()
     tasks = plan_tasks(items, settings, trust_code=trust_code, key=key,
-                       threads=threads if executor == "dask" else getattr(runner, "threads", threads))
+                       threads=threads if executor == "dask" else getattr(runner, "threads", threads),
+                       activations=activations)
     wanted = {(t.item.source, t.key) for t in tasks}
 
     def drop(row: AuditRow) -> bool:  # rows of this run's items that are computed again

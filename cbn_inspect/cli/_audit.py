@@ -23,6 +23,8 @@ from ._options import (
     MemoryBudgetOption,
     MinGapOption, PrecisionOption, SpectraOption, TolValueOption, ToleranceOption, TrustCodeOption,
     build_settings,
+    ActivationSideOption, ActivationsOption, BatchSizeOption, CenterOption, InterpolationOption, MaxInputsOption,
+    MeanOption, SeedOption, StdOption, build_activation_settings,
 )
 
 EPILOG = f"""
@@ -101,12 +103,23 @@ def audit_command(
     min_gap: MinGapOption = 10.0,
     max_utilisation: MaxUtilisationOption = 0.5,
     memory_budget: MemoryBudgetOption = 256,
+    activations: ActivationsOption = None,
+    activation_side: ActivationSideOption = "input",
+    center: CenterOption = False,
+    batch_size: BatchSizeOption = 16,
+    max_inputs: MaxInputsOption = None,
+    seed: SeedOption = 0,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    interpolation: InterpolationOption = None,
 ) -> None:
     """Audit many checkpoints: one row each (JSONL/CSV), a summary table, resumable, local or on Dask."""
     from ..batch import AuditSummary, expand_sources, run_audit, write_csv
 
     settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, spectra,
                               device, min_gap, max_utilisation, memory_budget=memory_budget)
+    activation_settings = build_activation_settings(activations, activation_side, center, batch_size, max_inputs,
+                                                    seed, mean, std, interpolation, device)
     items = expand_sources(sources)
     if not items:
         raise UsageError("no checkpoints found in the sources given",
@@ -115,7 +128,7 @@ def audit_command(
     try:
         result = run_audit(settings=settings, items=items, out=out, force=force, executor=executor.value,
                            jobs=jobs, threads=threads, timeout=timeout, scheduler=scheduler,
-                           trust_code=trust_code, key=key, progress=progress)
+                           trust_code=trust_code, key=key, progress=progress, activations=activation_settings)
     finally:
         if progress is not None:
             progress.stop()

@@ -13,12 +13,15 @@ from ..errors import UsageError
 from ..inspect import inspect_source
 from ..report import TerminalReport, to_json
 from ._app import Metric, Precision, Rule, app, guarded, stderr
+from ._progress import batch_progress
 from ._options import (
     ArchOption, InputSizeOption,
     DegreeOption, DeviceOption, FoldBnOption, GridOption, KeyOption, LayersOption, MaxUtilisationOption,
     MemoryBudgetOption,
     MinGapOption, PrecisionOption, SpectraOption, TolValueOption, ToleranceOption, TrustCodeOption,
     build_settings,
+    ActivationSideOption, ActivationsOption, BatchSizeOption, CenterOption, InterpolationOption, MaxInputsOption,
+    MeanOption, QuietOption, SeedOption, StdOption, build_activation_settings,
 )
 
 EPILOG = """
@@ -30,9 +33,12 @@ EPILOG = """
 * `cbn-inspect model.safetensors --tolerance gap --layers 'layer[2-3]'`: largest-gap rule, some layers.
 * `cbn-inspect timm:resnet50`: a timm architecture (random weights), grids traced at its input size.
 * `cbn-inspect weights.safetensors --arch timm:resnet50 --input-size 288`: a file's weights in that architecture.
+* `cbn-inspect timm:resnet18 --activations samples`: also run the model on bundled photographs and profile
+  every conv layer's input feature map, weights and activations side by side.
+* `cbn-inspect model.onnx --activations images/ --center --json -`: an ONNX model on a folder of images.
 
-Exit codes: 0 ok, 2 usage, 3 unreadable input, 4 no conv layers, 5 unsafe pickle refused, 6 analysis
-error, 70 internal error.
+Exit codes: 0 ok, 2 usage, 3 unreadable input, 4 no conv layers, 5 unsafe content refused, 6 analysis
+error, 7 --activations without an executable architecture, 70 internal error.
 """
 
 
@@ -58,12 +64,25 @@ def report_command(
     min_gap: MinGapOption = 10.0,
     max_utilisation: MaxUtilisationOption = 0.5,
     memory_budget: MemoryBudgetOption = 256,
+    activations: ActivationsOption = None,
+    activation_side: ActivationSideOption = "input",
+    center: CenterOption = False,
+    batch_size: BatchSizeOption = 16,
+    max_inputs: MaxInputsOption = None,
+    seed: SeedOption = 0,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    interpolation: InterpolationOption = None,
+    quiet: QuietOption = False,
 ) -> None:
     """Analyse one checkpoint: per-frequency spectra of every conv layer and the bottleneck they form."""
     settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, spectra,
                               device, min_gap, max_utilisation, threads=threads, memory_budget=memory_budget)
-    report = inspect_source(source, settings, trust_code=trust_code, key=key, arch=arch,
-                            input_size=input_size)
+    activation_settings = build_activation_settings(activations, activation_side, center, batch_size, max_inputs,
+                                                    seed, mean, std, interpolation, device)
+    with batch_progress(enabled=activation_settings is not None and not quiet) as progress:
+        report = inspect_source(source, settings, trust_code=trust_code, key=key, arch=arch,
+                                input_size=input_size, activations=activation_settings, progress=progress)
     if json_out == "-":
         sys.stdout.write(to_json(report) + "\n")
         return
