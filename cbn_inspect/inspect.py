@@ -116,16 +116,17 @@ def inspect_source(
     trust_code = trust_code or trust_pickle
     loaded = load(source, trust_code=trust_code, key=key, fold_batchnorm=settings.fold_batchnorm,
                   arch=arch, input_size=input_size)
-    report = analyze_model(loaded, settings)
     if activations is None:
-        return report
+        return analyze_model(loaded, settings)
     if isinstance(activations, str):
         activations = ActivationSettings(inputs=activations, device=settings.device)
     if activations.input_size is None and input_size is not None:
         activations = dataclasses.replace(activations, input_size=parse_input_size(input_size))
     from .activations import open_runner, profile_activations
 
+    # the runner first: a source that cannot run fails before any spectrum is computed
     runner = open_runner(source, loaded, side=activations.side, device=activations.device,
                          trust_code=trust_code, key=key)
+    report = analyze_model(loaded, settings)
     profile = profile_activations(runner, activations, settings, progress=progress)
     return dataclasses.replace(report, activations=profile)

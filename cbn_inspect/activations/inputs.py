@@ -200,7 +200,7 @@ def open_inputs(spec: str, prep: Preprocessing, settings: ActivationSettings) ->
         raise UsageError(f"{path}: holds no inputs (first axis is 0)")
     prep = replace(prep, spatial=tuple(int(v) for v in tensor.shape[2:]), source="tensor file")
     return InputStream("tensor-file", str(path), count, prep,
-                       lambda: (torch.as_tensor(np.asarray(tensor[i]), dtype=torch.float32) for i in range(count)))
+                       lambda: (torch.from_numpy(np.array(tensor[i], dtype=np.float32)) for i in range(count)))
 
 
 def _need_images(prep: Preprocessing) -> None:
