@@ -302,7 +302,7 @@ class ActivationSettings:
     inputs: str
     side: str = "input"
     center: bool = False
-    batch_size: int = 16
+    batch_size: int = 32
     max_inputs: int | None = None
     seed: int = 0
     input_size: tuple[int, ...] | None = None

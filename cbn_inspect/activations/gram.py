@@ -14,7 +14,8 @@ Centring (``center=True``) removes the batch mean at frequency 0, exactly and st
 the centred inputs. The capacity per frequency is ``min(C, B)``: that many values are kept per row.
 
 Pure tensor code: no I/O. Per batch the work is one rfftn and one batched GEMM over frequencies
-(``baddbmm`` into the accumulator, no temporary of the accumulator's size).
+(``baddbmm`` into the accumulator, no temporary of the accumulator's size), the FFT taken over the
+leading axes of a permuted view so that it comes out in the GEMMs' ``(frequency, channel, input)`` layout.
 """
 
 from __future__ import annotations
@@ -38,10 +39,13 @@ class GramAccumulator:
         self.frequencies, self.multiplicity = representative_frequencies(self.grid)
         half = self.grid[:-1] + (self.grid[-1] // 2 + 1,)
         index = np.ravel_multi_index(self.frequencies.T, half)
-        self._index = torch.from_numpy(index.astype(np.int64)).to(device)
-        self._zero = int(np.flatnonzero((self.frequencies == 0).all(axis=1))[0])
-        self._dims = tuple(range(2, 2 + len(self.grid)))
-        self.gram = torch.zeros((len(index), self.channels, self.channels), dtype=torch.complex128, device=device)
+        # The whole rfft half is accumulated (a few per cent more rows than the representatives, but the FFT
+        # output is used in place, without a gather); the representatives are picked at the end.
+        self._rows = torch.from_numpy(index.astype(np.int64))
+        self._zero = 0  # frequency 0 is the first row of the rfft half
+        self._half = int(np.prod(half))
+        self._axes = tuple(range(len(self.grid)))
+        self.gram = torch.zeros((self._half, self.channels, self.channels), dtype=torch.complex128, device=device)
         self._sum = torch.zeros(self.channels, dtype=torch.complex128, device=device)
 
     def add(self, batch: torch.Tensor) -> None:
@@ -50,27 +54,46 @@ class GramAccumulator:
             raise ValueError(f"expected a batch of shape (B, {self.channels}, {self.grid}), got {tuple(batch.shape)}")
         b = batch.shape[0]
         x = batch.detach()
-        x = x.to(torch.float64) if x.dtype == torch.float64 else x.to(torch.float32)
-        spec = torch.fft.rfftn(x, dim=self._dims).reshape(b, self.channels, -1)
-        spec = spec.index_select(2, self._index).to(torch.complex128)  # (B, C, F)
-        mats = spec.permute(2, 1, 0)  # (F, C, B)
-        self.gram.baddbmm_(mats, mats.transpose(1, 2).conj())
+        x = x if x.dtype == torch.float64 else x.to(torch.float32)
+        d = len(self.grid)
+        # spatial axes first: the rfft comes out as (frequency, channel, input), the GEMMs' layout
+        spec = torch.fft.rfftn(x.permute(*range(2, 2 + d), 1, 0), dim=self._axes).reshape(self._half, self.channels, b)
+        mats = torch.empty((self._half, self.channels, b), dtype=torch.complex128, device=spec.device).copy_(spec)
+        self.gram.baddbmm_(mats, mats.transpose(1, 2).conj().resolve_conj())
         if self.center:
-            self._sum += spec[:, :, self._zero].sum(dim=0)
+            self._sum += mats[self._zero].sum(dim=1)
         self.count += b
 
-    def spectrum(self) -> Spectrum:
-        """The singular values of every representative frequency's ``C x B`` matrix, ``min(C, B)`` per row."""
+    def chunks(self, size: int) -> list[slice]:
+        """Slices of the representative frequencies, about ``size`` matrices each, for :meth:`squared_values`."""
+        total = len(self._rows)
+        return [slice(i, min(i + size, total)) for i in range(0, total, max(1, size))]
+
+    def squared_values(self, rows: slice) -> np.ndarray:
+        """Eigenvalues (descending) of the Gram matrices of frequencies ``rows``: the squared singular values.
+
+        Centring corrects only frequency 0's matrix (a copy of that one matrix); the accumulator itself is
+        left as it is, so nothing of its size is copied. LAPACK reads one triangle of each matrix.
+        """
+        picked = self._rows[rows]
+        values = _eigvalsh(self.gram.index_select(0, picked.to(self.gram.device)))
+        if self.center:
+            for i in np.flatnonzero(picked.numpy() == self._zero):
+                zero = self.gram[self._zero] - torch.outer(self._sum, self._sum.conj()) / self.count
+                values[i] = _eigvalsh(zero[None])[0]
+        return values[:, ::-1]
+
+    def spectrum(self, squared: np.ndarray | None = None) -> Spectrum:
+        """The singular values of every representative frequency's ``C x B`` matrix, ``min(C, B)`` per row.
+
+        ``squared`` (all rows of :meth:`squared_values`, in order) when they were computed elsewhere.
+        """
         if self.count == 0:
             raise ValueError("no inputs accumulated")
-        gram = self.gram
-        if self.center:
-            gram = gram.clone()
-            gram[self._zero] -= torch.outer(self._sum, self._sum.conj()) / self.count
-        gram = 0.5 * (gram + gram.transpose(1, 2).conj())  # exactly Hermitian before the eigensolver
-        values = _eigvalsh(gram)
+        if squared is None:
+            squared = self.squared_values(slice(0, len(self._rows)))
         keep = min(self.channels, self.count)
-        values = np.sqrt(np.clip(values[:, ::-1][:, :keep], 0.0, None))
+        values = np.sqrt(np.clip(squared[:, :keep], 0.0, None))
         return Spectrum(grid=self.grid, frequencies=self.frequencies, multiplicity=self.multiplicity,
                         values=np.ascontiguousarray(values), exact=True)
 

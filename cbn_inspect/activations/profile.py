@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import re
 import time
+from contextlib import contextmanager
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from ..analysis import locate_bottleneck
+from ..analysis._threads import analysis_threads, parallel_map
 from ..analysis.counting import count_modes
 from ..errors import NothingToAnalyseError, UsageError
 from ..records import ActivationLayerReport, ActivationReport, ActivationSettings, LayerMetrics, Settings
@@ -82,23 +85,10 @@ def profile_activations(runner: Runner, settings: ActivationSettings, analysis: 
     stream = open_inputs(settings.inputs, prep, settings)
     pattern = re.compile(analysis.layer_filter) if analysis.layer_filter else None
     collector = _Collector(settings.center, settings.device, pattern)
-    done = 0
     if progress:
         progress(0, stream.count)
-    for batch in stream.batches(settings.batch_size):
-        collector.start_batch()
-        try:
-            runner.run(batch, collector)
-        except (UsageError, NothingToAnalyseError):
-            raise
-        except Exception as exc:  # the model's own failure on these inputs: one line, with the shape
-            text = " ".join(str(exc).split())[:200]
-            raise UsageError(f"running the model on inputs of shape {tuple(batch.shape)} failed "
-                             f"({type(exc).__name__}: {text})",
-                             hint="check --input-size (and --activation-side) for this model") from exc
-        done += len(batch)
-        if progress:
-            progress(done, stream.count)
+    with _torch_threads(analysis_threads()):
+        done = _run(runner, stream, collector, settings, progress)
     collector.start_batch()
     if not collector.order:
         what = f" matching --layers {analysis.layer_filter!r}" if analysis.layer_filter else ""
@@ -121,21 +111,66 @@ def profile_activations(runner: Runner, settings: ActivationSettings, analysis: 
                             seconds=round(time.perf_counter() - started, 4))
 
 
+@contextmanager
+def _torch_threads(n: int):
+    """torch's intra-op threads for the forward pass and the Gram GEMMs (the analysis keeps torch at one
+    thread per worker, see :mod:`cbn_inspect.analysis._threads`); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(runner: Runner, stream, collector: _Collector, settings: ActivationSettings,
+         progress: Progress | None) -> int:
+    done = 0
+    for batch in stream.batches(settings.batch_size):
+        collector.start_batch()
+        try:
+            runner.run(batch, collector)
+        except (UsageError, NothingToAnalyseError):
+            raise
+        except Exception as exc:  # the model's own failure on these inputs: one line, with the shape
+            text = " ".join(str(exc).split())[:200]
+            raise UsageError(f"running the model on inputs of shape {tuple(batch.shape)} failed "
+                             f"({type(exc).__name__}: {text})",
+                             hint="check --input-size (and --activation-side) for this model") from exc
+        done += len(batch)
+        if progress:
+            progress(done, stream.count)
+    return done
+
+
+def _decompose(collector: _Collector, names: list[str]) -> dict[str, Any]:
+    """Every accumulator's squared singular values, in chunks of frequencies on the analysis threads."""
+    jobs = []
+    for name in names:
+        acc = collector.accumulators[name]
+        # about 4 MB of matrices per chunk: enough work per call, and several chunks for the threads
+        per = max(1, (1 << 22) // (16 * acc.channels * acc.channels))
+        jobs += [(name, acc, rows) for rows in acc.chunks(per)]
+    parts = parallel_map(lambda job: job[1].squared_values(job[2]), jobs)
+    out: dict[str, list] = {name: [] for name in names}
+    for (name, _, _), part in zip(jobs, parts):
+        out[name].append(part)
+    return {name: collector.accumulators[name].spectrum(np.concatenate(out[name])) for name in names}
+
+
 def _finish(collector: _Collector, analysis: Settings, count: int) -> list[ActivationLayerReport]:
-    done: dict[str, tuple[Any, LayerMetrics | None]] = {}
+    targets = [name for name in collector.order if name not in collector.aliases]
+    spectra = _decompose(collector, targets)
+    collector.accumulators.clear()  # free the Gram sums before counting
+    metrics = {name: count_modes(spectrum, analysis.tolerance) for name, spectrum in spectra.items()}
     out = []
     for name in collector.order:
         target = collector.aliases.get(name, name)
-        if target not in done:
-            spectrum = collector.accumulators[target].spectrum()
-            done[target] = (spectrum, count_modes(spectrum, analysis.tolerance))
-            collector.accumulators[target] = None  # type: ignore[assignment]  # free the Gram sums
-        spectrum, metrics = done[target]
         shape = collector.shapes[name]
         out.append(ActivationLayerReport(
-            name=name, grid=tuple(shape[1:]), channels=int(shape[0]), metrics=metrics, inputs_seen=count,
-            nyquist_fraction=nyquist_fraction(metrics),
-            spectrum=spectrum if analysis.keep_spectra else None,
+            name=name, grid=tuple(shape[1:]), channels=int(shape[0]), metrics=metrics[target], inputs_seen=count,
+            nyquist_fraction=nyquist_fraction(metrics[target]),
+            spectrum=spectra[target] if analysis.keep_spectra else None,
             shared_with=collector.aliases.get(name),
             notes=(f"same input tensor as {collector.aliases[name]}: profiled once",) if name in collector.aliases else (),
         ))

@@ -106,7 +106,7 @@ def audit_command(
     activations: ActivationsOption = None,
     activation_side: ActivationSideOption = "input",
     center: CenterOption = False,
-    batch_size: BatchSizeOption = 16,
+    batch_size: BatchSizeOption = 32,
     max_inputs: MaxInputsOption = None,
     seed: SeedOption = 0,
     mean: MeanOption = None,
