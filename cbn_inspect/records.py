@@ -7,6 +7,9 @@ One frozen dataclass per idea:
 - :class:`Spectrum` -- the per-frequency singular values of one layer (analysis output, arrays).
 - :class:`LayerMetrics` -- the counts and soft measures derived from a spectrum under one tolerance rule.
 - :class:`LayerReport`, :class:`Bottleneck`, :class:`ModelReport` -- what reporters consume.
+- :class:`ActivationSettings`, :class:`ActivationLayerReport`, :class:`ActivationReport` -- the activation
+  profile (:mod:`cbn_inspect.activations`), hung on ``ModelReport.activations``; its layers carry the same
+  :class:`LayerMetrics` and its bottleneck is a :class:`Bottleneck`.
 
 Arrays are numpy, never torch, once analysis is done, so reports pickle cheaply and serialise without torch.
 """

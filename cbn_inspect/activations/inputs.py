@@ -174,7 +174,7 @@ def open_inputs(spec: str, prep: Preprocessing, settings: ActivationSettings) ->
         return InputStream("noise", f"noise (seed {settings.seed})", count, prep,
                            lambda: _noise(count, (prep.channels, *prep.spatial), settings.seed))
     if spec == "samples":
-        _need_images(prep)
+        _need_images(prep, "sklearn", "skimage")
         names = SAMPLE_IMAGES[:limit] if limit else SAMPLE_IMAGES
         stream = InputStream("samples", "samples (scikit-learn, scikit-image)", len(names), prep, lambda: iter(()))
         stream.produce = lambda: (_image_tensor(img, prep) for img in _sample_images(names))
@@ -203,7 +203,14 @@ def open_inputs(spec: str, prep: Preprocessing, settings: ActivationSettings) ->
                        lambda: (torch.from_numpy(np.array(tensor[i], dtype=np.float32)) for i in range(count)))
 
 
-def _need_images(prep: Preprocessing) -> None:
+def _need_images(prep: Preprocessing, *packages: str) -> None:
+    """Image inputs need 2-D models of 1 or 3 channels, and Pillow (plus the packages holding the samples)."""
+    import importlib.util
+
+    for package in ("PIL", *packages):
+        if importlib.util.find_spec(package) is None:
+            raise UsageError(f"image inputs need the {package} package",
+                             hint="pip install 'cbn-inspect[activations]'")
     if len(prep.spatial) != 2:
         raise UsageError(f"image inputs need a model with 2-D inputs; this one takes {len(prep.spatial)}-D "
                          "inputs: use noise or a tensor file")
