@@ -138,7 +138,7 @@ def _side_by_side(report: ModelReport, width: int) -> Table:
         w_in, a_in = _inside(report.bottleneck, wi), _inside(acts.bottleneck, j)
         table.add_row(
             str(j if j is not None else "–"),
-            name,
+            Text(name),  # a name from the file is data, never rich markup
             Text(("▸" if w_in else "") + (_count(wm.mode_count) if wm else "–"), style="bold magenta" if w_in else ""),
             _use(wm) if wm else "–",
             format_degrees(wm.degree_counts[metric], degrees) if wm else "–",
