@@ -129,6 +129,7 @@ def planted_linear_network(
     depth: int = 5,
     ranks: Mapping[Frequency, int] | None = None,
     seed: int = 0,
+    noise: float = 0.0,
     dtype: str = "float32",
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """A linear network (no nonlinearity) of full-size circular convs whose activations have planted ranks.
@@ -140,6 +141,8 @@ def planted_linear_network(
     (THEORY.md, "From activations": the planted check). Default: 3 @ degree 0, 4 @ degree 1 (one channel
     at (1, 0) and (0, 1) and their mirrors) and 1 @ degree 2 (the self-conjugate (2, 0) of a 4x4 grid).
     The metadata declares the geometry and ``cbn_inspect.activation: none``, so the file can be run.
+    ``noise`` adds a random full-rank floor of that size to every layer at every frequency (0: exact zeros,
+    whose discarded values are round-off; a floor makes the gaps machine-independent, e.g. for golden files).
     """
     d = len(grid)
     if ranks is None:
@@ -167,6 +170,10 @@ def planted_linear_network(
                 mats[freq] = u @ (inputs[freq] if i == 0 else u).conj().T
             else:
                 mats[freq] = np.zeros((channels, c_in))
+            if noise:
+                real = tuple((-f) % n for f, n in zip(freq, grid)) == freq
+                floor = noise * _random_matrix(rng, channels, c_in, min(channels, c_in), real) / 1.2
+                mats[freq] = mats[freq] + (floor.real if real else floor)
         state[f"layers.{i}.weight"] = _kernel_from_spectrum(grid, mats).astype(dtype)
         layers_meta[f"layers.{i}"] = {"grid": list(grid), "stride": [1] * d, "padding_mode": "circular"}
     metadata = {

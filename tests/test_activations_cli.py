@@ -133,3 +133,24 @@ def test_audit_with_activations(cli, tmp_path):
     row = json.loads(out.read_text().splitlines()[0])
     assert row["status"] == "ok"
     assert row["activations"]["inputs"]["count"] == 8 and row["activations"]["bottleneck"]["found"] in (True, False)
+
+
+def test_golden_side_by_side(tmp_path, golden):
+    """Weights and activations of the planted linear network, on an 80-column console."""
+    import dataclasses
+    import io
+
+    from rich.console import Console
+    from safetensors.numpy import save_file
+
+    from cbn_inspect.report import TerminalReport
+    from cbn_inspect.synthetic import planted_linear_network
+
+    state, meta = planted_linear_network(depth=5, seed=3, noise=1e-3)  # a floor: gaps independent of round-off
+    path = tmp_path / "planted_linear.safetensors"
+    save_file(state, str(path), metadata=meta)
+    report = inspect_source(path, activations=ActivationSettings("noise", max_inputs=24, batch_size=8))
+    report = dataclasses.replace(report, source=dataclasses.replace(report.source, path="planted_linear.safetensors"))
+    console = Console(file=io.StringIO(), width=80, color_system=None, legacy_windows=False)
+    console.print(TerminalReport(report))
+    golden("planted_linear_side_by_side.txt", console.file.getvalue())
