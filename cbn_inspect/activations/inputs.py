@@ -200,7 +200,14 @@ def open_inputs(spec: str, prep: Preprocessing, settings: ActivationSettings) ->
         raise UsageError(f"{path}: holds no inputs (first axis is 0)")
     prep = replace(prep, spatial=tuple(int(v) for v in tensor.shape[2:]), source="tensor file")
     return InputStream("tensor-file", str(path), count, prep,
-                       lambda: (torch.from_numpy(np.array(tensor[i], dtype=np.float32)) for i in range(count)))
+                       lambda: (_item(tensor, i) for i in range(count)))
+
+
+def _item(tensor: Any, i: int) -> torch.Tensor:
+    """Input ``i`` of a file's array (torch, or a memory-mapped numpy array) as a float32 tensor of its own."""
+    if isinstance(tensor, torch.Tensor):
+        return tensor[i].to(torch.float32).clone()
+    return torch.from_numpy(np.array(tensor[i], dtype=np.float32))
 
 
 def _need_images(prep: Preprocessing, *packages: str) -> None:
