@@ -132,7 +132,7 @@ def resolve_preprocessing(model: ModelInput, settings: ActivationSettings) -> Pr
         interpolation = settings.interpolation
         overridden.append("interpolation")
     return Preprocessing(channels=channels, spatial=spatial, mean=mean, std=std, interpolation=interpolation,
-                         crop_pct=model.crop_pct if settings.input_size is None else 1.0, source=model.source,
+                         crop_pct=model.crop_pct, source=model.source,
                          overridden=tuple(overridden))
 
 
