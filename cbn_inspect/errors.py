@@ -61,7 +61,7 @@ class AnalysisError(CbnError):
 class NotExecutableError(CbnError):
     """``--activations`` needs a model to run, and the source holds weights without an architecture."""
 
-    exit_code = 7
+    exit_code = 11  # 7, 9 and 10 are taken on main (resource limit, track order, missing extra)
     kind = "not-executable"
 
 

@@ -50,13 +50,13 @@ def test_terminal_shows_weights_and_activations_side_by_side(cli):
     assert "16 inputs (noise (seed 0), 1×16×16)" in " ".join(out.split())
 
 
-def test_source_without_an_architecture_is_exit_7(cli, tmp_path):
+def test_source_without_an_architecture_is_exit_11(cli, tmp_path):
     from safetensors.torch import save_file
 
     path = tmp_path / "bare.safetensors"
     save_file({"a.weight": torch.randn(4, 3, 3, 3), "b.weight": torch.randn(4, 4, 3, 3)}, str(path))
     result = cli(path, "--activations", "noise")
-    assert result.exit_code == 7
+    assert result.exit_code == 11
     line = result.stderr.strip()
     assert line.count("\n") == 0 and line.startswith("cbn-inspect: error:")
     assert "--arch" in line and "ONNX" in line and "TorchScript" in line

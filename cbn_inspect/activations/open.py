@@ -9,7 +9,7 @@
 | ``.onnx`` | onnxruntime (:mod:`._onnx`) | custom-op domains: ``trust_code`` |
 | a safetensors file whose metadata describes its architecture (the bundled samples) | the rebuilt network | -- |
 
-Anything else (a bare state dict no architecture fits) raises :class:`NotExecutableError` (exit 7) naming
+Anything else (a bare state dict no architecture fits) raises :class:`NotExecutableError` (exit 11) naming
 the ways out. The weight side's :class:`LoadedModel` is passed in, so the architecture it settled on
 (flag, config, identification) is the one that runs.
 """

@@ -38,7 +38,7 @@ EPILOG = """
 * `cbn-inspect model.onnx --activations images/ --center --json -`: an ONNX model on a folder of images.
 
 Exit codes: 0 ok, 2 usage, 3 unreadable input, 4 no conv layers, 5 unsafe content refused, 6 analysis
-error, 7 --activations without an executable architecture, 70 internal error.
+error, 11 --activations without an executable architecture, 70 internal error.
 """
 
 
