@@ -6,6 +6,7 @@ Library use::
     report = cbn_inspect.analyze("model.safetensors")      # or "timm:resnet18", or an nn.Module
     print(report.bottleneck)
     report.to_frame(); report.plot()                        # pandas / matplotlib, optional
+    report = inspect_source("timm:resnet18", activations="samples")   # also run it: report.activations
 """
 
 from ._version import SCHEMA_VERSION, __version__
@@ -13,12 +14,14 @@ from .api import analyze
 from .errors import CbnError
 from .inspect import analyze_model, inspect_source
 from .loaders import load
-from .records import Bottleneck, ConvLayer, LayerReport, ModelReport, Settings, ToleranceRule
+from .records import (ActivationLayerReport, ActivationReport, ActivationSettings, Bottleneck, ConvLayer, LayerReport,
+                      ModelReport, Settings, ToleranceRule)
 from .report import report_to_dict, to_json
 
 __all__ = [
-    "SCHEMA_VERSION", "Bottleneck", "CbnError", "ConvLayer", "LayerReport", "ModelReport", "Settings",
-    "ToleranceRule", "__version__", "analyze", "analyze_model", "inspect_source", "load", "report_to_dict", "to_json",
+    "ActivationLayerReport", "ActivationReport", "ActivationSettings", "SCHEMA_VERSION", "Bottleneck", "CbnError",
+    "ConvLayer", "LayerReport", "ModelReport", "Settings", "ToleranceRule", "__version__", "analyze", "analyze_model",
+    "inspect_source", "load", "report_to_dict", "to_json",
 ]
 
 # Training-time analysis (cbn_inspect.series): Monitor(model, every=N, out=PATH) and monitor.step() once per

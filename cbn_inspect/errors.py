@@ -80,5 +80,12 @@ class MissingExtraError(CbnError):
     kind = "missing-extra"
 
 
+class NotExecutableError(CbnError):
+    """``--activations`` needs a model to run, and the source holds weights without an architecture."""
+
+    exit_code = 11
+    kind = "not-executable"
+
+
 SOME_ITEMS_FAILED_EXIT = 8  # `cbn-inspect audit`: the batch ran, but some items are error rows
 INTERNAL_ERROR_EXIT = 70  # an unexpected exception: a bug in cbn-inspect, reported as one line

@@ -12,13 +12,13 @@ import re
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ._limits import TimeBudget, check_layer_count, check_memory, memory_room
 from .analysis import layer_evidence, layers_in_flight, locate_bottleneck, resolve_grid, submit_layer
 from .errors import CbnError, NothingToAnalyseError, UnreadableInputError, UsageError
-from .loaders import load
-from .records import LayerReport, LoadedModel, ModelReport, Settings
+from .loaders import load, parse_input_size
+from .records import ActivationSettings, LayerReport, LoadedModel, ModelReport, Settings
 
 
 def _select_layers(loaded: LoadedModel, pattern: str | None):
@@ -122,31 +122,51 @@ def inspect_source(
     key: str | None = None,
     arch: str | None = None,
     input_size: str | tuple[int, ...] | None = None,
+    activations: ActivationSettings | str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ModelReport:
     """Load ``source`` and analyse it: the whole job of ``cbn-inspect SOURCE``, as a library call.
 
     ``source`` is a path, ``timm:NAME``, or an ``nn.Module`` already in memory (traced at ``input_size``, or
     at its timm ``pretrained_cfg`` input size; without either, analysed untraced on the default grid).
     ``arch`` (``timm:NAME``) and ``input_size`` (``N``, ``HxW``, ``CxHxW``) are passed to :func:`load`.
+    ``activations`` (an INPUTS spec such as ``"noise"``, ``"samples"``, a folder or a tensor file, or a full
+    :class:`ActivationSettings`) also runs the model on those inputs and adds the activation profile as
+    ``report.activations`` (see :mod:`cbn_inspect.activations`); ``progress(done, total)`` is called after
+    every batch. Running a TorchScript program or a whole pickled module needs ``trust_code``.
     """
     settings = settings or Settings()
+    trust_code = trust_code or trust_pickle
     if _is_module(source):
         if arch:
             raise UsageError("arch applies to a checkpoint file; an nn.Module holds its own architecture")
-        from .loaders._trace import load_module, parse_input_size
+        from .loaders._trace import load_module
         from .records import SourceInfo
 
         info = SourceInfo(path=f"<{type(source).__name__}>", format="in-memory")
         loaded = load_module(source, info, size=parse_input_size(input_size), fold_batchnorm=settings.fold_batchnorm,
                              max_memory_mb=settings.max_memory_mb)
-        return analyze_model(loaded, settings)
-    if not isinstance(source, (str, Path)):
+    elif not isinstance(source, (str, Path)):
         raise UsageError(f"cannot inspect a {type(source).__name__}: pass a path, 'timm:NAME' or an nn.Module")
-    clock = TimeBudget(settings.timeout_s, str(source))
-    loaded = load(source, trust_code=trust_code or trust_pickle, key=key, fold_batchnorm=settings.fold_batchnorm,
-                  arch=arch, input_size=input_size, max_memory_mb=settings.max_memory_mb)
-    clock.check("while loading")
-    if settings.timeout_s is not None:  # what loading took counts against the budget
-        left = settings.timeout_s - (time.monotonic() - clock.started)
-        settings = dataclasses.replace(settings, timeout_s=max(left, 0.0))
-    return analyze_model(loaded, settings)
+    else:
+        clock = TimeBudget(settings.timeout_s, str(source))
+        loaded = load(source, trust_code=trust_code, key=key, fold_batchnorm=settings.fold_batchnorm,
+                      arch=arch, input_size=input_size, max_memory_mb=settings.max_memory_mb)
+        clock.check("while loading")
+        if settings.timeout_s is not None:  # what loading took counts against the budget
+            left = settings.timeout_s - (time.monotonic() - clock.started)
+            settings = dataclasses.replace(settings, timeout_s=max(left, 0.0))
+    if activations is None:
+        return analyze_model(loaded, settings)
+    if isinstance(activations, str):
+        activations = ActivationSettings(inputs=activations, device=settings.device)
+    if activations.input_size is None and input_size is not None:
+        activations = dataclasses.replace(activations, input_size=parse_input_size(input_size))
+    from .activations import open_runner, profile_activations
+
+    # the runner first: a source that cannot run fails before any spectrum is computed
+    runner = open_runner(source, loaded, side=activations.side, device=activations.device,
+                         trust_code=trust_code, key=key)
+    report = analyze_model(loaded, settings)
+    profile = profile_activations(runner, activations, settings, progress=progress)
+    return dataclasses.replace(report, activations=profile)

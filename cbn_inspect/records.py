@@ -7,6 +7,9 @@ One frozen dataclass per idea:
 - :class:`Spectrum` -- the per-frequency singular values of one layer (analysis output, arrays).
 - :class:`LayerMetrics` -- the counts and soft measures derived from a spectrum under one tolerance rule.
 - :class:`LayerReport`, :class:`Bottleneck`, :class:`ModelReport` -- what reporters consume.
+- :class:`ActivationSettings`, :class:`ActivationLayerReport`, :class:`ActivationReport` -- the activation
+  profile (:mod:`cbn_inspect.activations`), hung on ``ModelReport.activations``; its layers carry the same
+  :class:`LayerMetrics` and its bottleneck is a :class:`Bottleneck`.
 
 Arrays are numpy, never torch, once analysis is done, so reports pickle cheaply and serialise without torch.
 """
@@ -326,6 +329,7 @@ class ModelReport:
     order_source: str = "natural-sort"
     warnings: tuple[str, ...] = ()
     seconds: float | None = None
+    activations: "ActivationReport | None" = None  # with --activations: the data-side profile
 
     # Views that delegate to the reporters (imported on use, so this module stays free of heavy imports).
 
@@ -355,3 +359,75 @@ class ModelReport:
         from .report.html import report_fragment
 
         return report_fragment(self)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Activations: what the data does inside an executed model (cbn_inspect.activations)
+# --------------------------------------------------------------------------------------------------------
+
+ACTIVATION_SIDES = ("input", "output")
+
+
+@dataclass(frozen=True)
+class ActivationSettings:
+    """How a model is run to profile its activations; recorded in every output.
+
+    ``inputs`` names what is fed: a folder of images, a tensor file (``.npy``, ``.pt``, ``.safetensors``),
+    ``noise`` (seeded Gaussian) or ``samples`` (photographs bundled with scikit-learn and scikit-image).
+    ``side`` picks the feature map of each conv layer that is profiled: the one it reads (``input``,
+    default: the representation the layer receives) or the one it writes (``output``). ``center`` removes
+    the batch mean at frequency 0. ``input_size``/``mean``/``std``/``interpolation`` override the model's
+    own preprocessing config (None: follow it).
+    """
+
+    inputs: str
+    side: str = "input"
+    center: bool = False
+    batch_size: int = 32
+    max_inputs: int | None = None
+    seed: int = 0
+    input_size: tuple[int, ...] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    interpolation: str | None = None
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class ActivationLayerReport:
+    """One conv layer's feature map, profiled over the inputs.
+
+    ``grid`` is the feature map's own spatial size (the grid its frequencies live on), ``channels`` its
+    channel count; ``metrics`` are the same counts as for weights (:class:`LayerMetrics`), on the squared
+    singular values of the per-frequency ``C x B`` matrices, capacity ``|N| * min(C, B)``.
+    ``nyquist_fraction`` is the highest kept frequency as a fraction of the grid's Nyquist limit (l-inf over
+    axes: 1.0 means some kept frequency reaches n/2 on some axis); None when nothing is kept.
+    """
+
+    name: str
+    grid: tuple[int, ...]
+    channels: int
+    metrics: LayerMetrics | None
+    inputs_seen: int = 0
+    nyquist_fraction: float | None = None
+    spectrum: Spectrum | None = None
+    shared_with: str | None = None  # the layer whose input is the same tensor (profiled once)
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ActivationReport:
+    """The activation-side profile of a model: inputs used, one record per conv layer, and the bottleneck.
+
+    ``inputs`` describes what was fed (``kind``, ``count``, ``source``, ``preprocessing``, ``centering``);
+    ``bottleneck`` is the same call as for weights (:func:`cbn_inspect.analysis.locate_bottleneck`) on the
+    activation metrics.
+    """
+
+    inputs: Mapping[str, Any]
+    layers: tuple[ActivationLayerReport, ...]
+    bottleneck: Bottleneck
+    settings: ActivationSettings
+    runner: str = ""  # how the model was executed: timm, module, torchscript, onnxruntime, sample
+    notes: tuple[str, ...] = ()
+    seconds: float | None = None

@@ -119,3 +119,69 @@ def planted_network(
 def random_network(**kwargs) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """The same architecture as :func:`planted_network`, every layer random and full rank (the control)."""
     return planted_network(planted=(-1, -1), **kwargs)
+
+
+def planted_linear_network(
+    *,
+    grid: tuple[int, ...] = (4, 4),
+    channels: int = 8,
+    in_channels: int = 4,
+    depth: int = 5,
+    ranks: Mapping[Frequency, int] | None = None,
+    seed: int = 0,
+    noise: float = 0.0,
+    dtype: str = "float32",
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """A linear network (no nonlinearity) of full-size circular convs whose activations have planted ranks.
+
+    At each planted frequency m one orthonormal basis ``U_m`` (``channels x ranks[m]``) is drawn; layer 0
+    maps the input channels onto it (``W_hat(m) = U_m V_m^H``), every later layer is the projection
+    ``U_m U_m^H``; at every other frequency all layers are zero. With more inputs than kept directions, the
+    feature map entering any layer after the first has rank exactly ``ranks[m]`` at m and 0 elsewhere
+    (THEORY.md, "From activations": the planted check). Default: 3 @ degree 0, 4 @ degree 1 (one channel
+    at (1, 0) and (0, 1) and their mirrors) and 1 @ degree 2 (the self-conjugate (2, 0) of a 4x4 grid).
+    The metadata declares the geometry and ``cbn_inspect.activation: none``, so the file can be run.
+    ``noise`` adds a random full-rank floor of that size to every layer at every frequency (0: exact zeros,
+    whose discarded values are round-off; a floor makes the gaps machine-independent, e.g. for golden files).
+    """
+    d = len(grid)
+    if ranks is None:
+        ranks = {(0,) * d: 3}
+        for axis in range(d):
+            ranks[tuple(1 if j == axis else 0 for j in range(d))] = 1
+        ranks[(2,) + (0,) * (d - 1)] = 1
+    rng = np.random.default_rng(seed)
+    bases, inputs = {}, {}
+    for freq, rank in ranks.items():
+        mirror = tuple((-f) % n for f, n in zip(freq, grid))
+        real = mirror == tuple(freq)
+        draw = (lambda n, k: rng.standard_normal((n, k))) if real else (
+            lambda n, k: rng.standard_normal((n, k)) + 1j * rng.standard_normal((n, k)))
+        bases[tuple(freq)] = np.linalg.qr(draw(channels, rank))[0][:, :rank]
+        inputs[tuple(freq)] = np.linalg.qr(draw(in_channels, rank))[0][:, :rank]
+    state: dict[str, np.ndarray] = {}
+    layers_meta = {}
+    for i in range(depth):
+        c_in = in_channels if i == 0 else channels
+        mats = {}
+        for freq in _conjugate_classes(grid):
+            if freq in bases:
+                u = bases[freq]
+                mats[freq] = u @ (inputs[freq] if i == 0 else u).conj().T
+            else:
+                mats[freq] = np.zeros((channels, c_in))
+            if noise:
+                real = tuple((-f) % n for f, n in zip(freq, grid)) == freq
+                floor = noise * _random_matrix(rng, channels, c_in, min(channels, c_in), real) / 1.2
+                mats[freq] = mats[freq] + (floor.real if real else floor)
+        state[f"layers.{i}.weight"] = _kernel_from_spectrum(grid, mats).astype(dtype)
+        layers_meta[f"layers.{i}"] = {"grid": list(grid), "stride": [1] * d, "padding_mode": "circular"}
+    metadata = {
+        "cbn_inspect.layers": json.dumps(layers_meta),
+        "cbn_inspect.order": json.dumps([f"layers.{i}" for i in range(depth)]),
+        "cbn_inspect.grid": "x".join(map(str, grid)),
+        "cbn_inspect.activation": "none",
+        "architecture": f"{depth} full-size circular conv layers, {channels} channels, grid {grid}, linear",
+        "planted": json.dumps({"ranks": {str(list(k)): v for k, v in ranks.items()}}),
+    }
+    return state, metadata

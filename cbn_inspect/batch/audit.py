@@ -8,13 +8,14 @@ optional :class:`ProgressSink`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Protocol, Sequence
 
 from ..errors import SOME_ITEMS_FAILED_EXIT, ResourceLimitError, UsageError
-from ..records import Settings
+from ..records import ActivationSettings, Settings
 from ..report.json_report import settings_to_dict
 from .executors import DaskExecutor, Executor, LocalExecutor, default_jobs
 from .records import AuditItem, AuditRow, AuditTask
@@ -57,14 +58,18 @@ def plan_tasks(
     key: str | None = None,
     threads: int | None = None,
     timeout: float | None = None,
+    activations: ActivationSettings | None = None,
 ) -> list[AuditTask]:
     """A task per item, keyed by the item's content hash and everything that changes its report.
 
     Hashing runs within the per-item ``timeout``: an item whose hash takes longer gets a key from its path,
-    size and modification time, and is marked to become a timeout row without being run.
+    size and modification time, and is marked to become a timeout row without being run. With
+    ``activations``, its settings (the INPUTS spec included, not the content of an image folder) are part of
+    the key.
     """
+    extra = {"activations": dataclasses.asdict(activations)} if activations is not None else {}
     digest = settings_hash(settings_to_dict(settings), trust_code=trust_code, key=key,
-                           spectra=settings.keep_spectra)
+                           spectra=settings.keep_spectra, **extra)
     tasks = []
     for item in items:
         late = None
@@ -73,7 +78,7 @@ def plan_tasks(
         except HashTimeout:
             content, late = "unhashed-" + _stat_key(item.source), timeout
         tasks.append(AuditTask(item=item, key=row_key(content, digest), settings=settings, trust_code=trust_code,
-                               checkpoint_key=key, threads=threads, hash_timed_out=late))
+                               checkpoint_key=key, threads=threads, hash_timed_out=late, activations=activations))
     return tasks
 
 
@@ -121,6 +126,7 @@ def run_audit(
     trust_code: bool = False,
     key: str | None = None,
     progress: ProgressSink | None = None,
+    activations: ActivationSettings | None = None,
 ) -> AuditResult:
     """Audit every item the sources name; see the module docstring. Raises only for usage errors."""
     settings = settings or Settings()
@@ -129,7 +135,7 @@ def run_audit(
     started = time.perf_counter()
     tasks = plan_tasks(items, settings, trust_code=trust_code, key=key,
                        threads=threads if executor == "dask" else getattr(runner, "threads", threads),
-                       timeout=timeout)
+                       timeout=timeout, activations=activations)
     wanted = {(t.item.source, t.key) for t in tasks}
 
     def drop(row: AuditRow) -> bool:  # rows of this run's items that are computed again

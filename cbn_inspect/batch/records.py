@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ..records import Settings
+from ..records import ActivationSettings, Settings
 
 ROW_FORMAT = 1  # bumped when a batch field is renamed or removed
 
@@ -42,6 +42,7 @@ class AuditTask:
     checkpoint_key: str | None = None
     threads: int | None = None
     hash_timed_out: float | None = None  # hashing the item passed its time limit (seconds): a timeout row, not run
+    activations: ActivationSettings | None = None  # audit --activations: profile each item's activations too
 
 
 @dataclass(frozen=True)

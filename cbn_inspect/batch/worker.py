@@ -58,7 +58,7 @@ def run_task(task: AuditTask) -> AuditRow:
         configure_threads(task.threads)
     try:
         report = inspect_source(task.item.source, task.settings, trust_code=task.trust_code,
-                                key=task.checkpoint_key)
+                                key=task.checkpoint_key, activations=task.activations)
         data = report_to_dict(report)
     except CbnError as error:
         _trace(task.item.source)

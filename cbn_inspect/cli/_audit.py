@@ -23,6 +23,8 @@ from ._options import (
     MaxLayersOption, MaxMemoryOption, MemoryBudgetOption,
     MinGapOption, PrecisionOption, SpectraOption, TolValueOption, ToleranceOption, TrustCodeOption,
     build_settings,
+    ActivationSideOption, ActivationsOption, BatchSizeOption, CenterOption, InterpolationOption, MaxInputsOption,
+    MeanOption, SeedOption, StdOption, build_activation_settings,
 )
 
 EPILOG = f"""
@@ -105,6 +107,15 @@ def audit_command(
     memory_budget: MemoryBudgetOption = 256,
     max_memory: MaxMemoryOption = None,
     max_layers: MaxLayersOption = 10_000,
+    activations: ActivationsOption = None,
+    activation_side: ActivationSideOption = "input",
+    center: CenterOption = False,
+    batch_size: BatchSizeOption = 32,
+    max_inputs: MaxInputsOption = None,
+    seed: SeedOption = 0,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    interpolation: InterpolationOption = None,
 ) -> None:
     """Audit many checkpoints: one row each (JSONL/CSV), a summary table, resumable, local or on Dask."""
     from ..batch import AuditSummary, expand_sources, run_audit, write_csv
@@ -112,6 +123,8 @@ def audit_command(
     settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, spectra,
                               device, min_gap, max_utilisation, memory_budget=memory_budget,
                               max_memory=max_memory, max_layers=max_layers)
+    activation_settings = build_activation_settings(activations, activation_side, center, batch_size, max_inputs,
+                                                    seed, mean, std, interpolation, device)
     items = expand_sources(sources)
     if not items:
         raise UsageError("no checkpoints found in the sources given",
@@ -120,7 +133,7 @@ def audit_command(
     try:
         result = run_audit(settings=settings, items=items, out=out, force=force, executor=executor.value,
                            jobs=jobs, threads=threads, timeout=timeout, scheduler=scheduler,
-                           trust_code=trust_code, key=key, progress=progress)
+                           trust_code=trust_code, key=key, progress=progress, activations=activation_settings)
     finally:
         if progress is not None:
             progress.stop()

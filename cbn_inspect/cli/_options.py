@@ -12,7 +12,8 @@ import typer
 
 from ..errors import UsageError
 from ..loaders import parse_grid
-from ..records import Settings, ToleranceRule
+from ..activations.inputs import INTERPOLATIONS
+from ..records import ACTIVATION_SIDES, ActivationSettings, Settings, ToleranceRule
 from ._app import Metric, Precision, Rule
 
 DEFAULT_TOLERANCE = {"relative": 0.1, "absolute": 0.1, "gap": 10.0, "energy": 0.99}
@@ -94,3 +95,57 @@ def build_settings(
         max_layers=max_layers,
         timeout_s=timeout,
     )
+
+
+# --- activations (--activations INPUTS) ----------------------------------------------------------------------
+
+ActivationsOption = Annotated[Optional[str], typer.Option("--activations", metavar="INPUTS", help="Also run the model and profile every conv layer's feature map: `noise` (seeded Gaussian), `samples` (photographs bundled with scikit-learn and scikit-image), a folder of images, or a tensor file (.npy, .pt, .safetensors). Needs an executable architecture: timm, --arch, ONNX, the bundled samples; TorchScript and whole modules with --trust-code.")]
+ActivationSideOption = Annotated[str, typer.Option("--activation-side", metavar="input|output", help="Profile the feature map each conv layer reads (input, default) or writes (output).")]
+CenterOption = Annotated[bool, typer.Option("--center", help="Remove the batch mean of each channel at frequency 0 before counting activations.")]
+BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Inputs per forward pass for --activations.")]
+MaxInputsOption = Annotated[Optional[int], typer.Option("--max-inputs", min=1, help="Use at most this many inputs (noise: this many; default 64).")]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed of --activations noise.")]
+MeanOption = Annotated[Optional[str], typer.Option("--mean", metavar="M[,M,M]", help="Image normalisation mean (default: the model's config).")]
+StdOption = Annotated[Optional[str], typer.Option("--std", metavar="S[,S,S]", help="Image normalisation std (default: the model's config).")]
+InterpolationOption = Annotated[Optional[str], typer.Option("--interpolation", help="Image resize filter: nearest, bilinear, bicubic, lanczos, box, hamming (default: the model's config).")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar on stderr.")]
+
+
+def _floats(flag: str, text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise UsageError(f"{flag} {text!r}: use comma-separated numbers, e.g. 0.485,0.456,0.406") from exc
+
+
+def build_activation_settings(
+    inputs: str | None,
+    side: str,
+    center: bool,
+    batch_size: int,
+    max_inputs: int | None,
+    seed: int,
+    mean: str | None,
+    std: str | None,
+    interpolation: str | None,
+    device: str,
+) -> ActivationSettings | None:
+    """Validate the --activations options before any work starts (None without --activations)."""
+    if inputs is None:
+        given = [flag for flag, value in (("--center", center), ("--mean", mean), ("--std", std),
+                                          ("--interpolation", interpolation), ("--max-inputs", max_inputs))
+                 if value]
+        if side != "input":
+            given.append("--activation-side")
+        if given:
+            raise UsageError(f"{', '.join(given)} apply to --activations, which was not given")
+        return None
+    if side not in ACTIVATION_SIDES:
+        raise UsageError(f"--activation-side {side!r}: use input or output")
+    if interpolation is not None and interpolation not in INTERPOLATIONS:
+        raise UsageError(f"--interpolation {interpolation!r}: use one of {', '.join(INTERPOLATIONS)}")
+    return ActivationSettings(inputs=inputs, side=side, center=center, batch_size=batch_size, max_inputs=max_inputs,
+                              seed=seed, mean=_floats("--mean", mean), std=_floats("--std", std),
+                              interpolation=interpolation, device=device)

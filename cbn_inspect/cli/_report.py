@@ -15,12 +15,15 @@ from ..errors import UsageError
 from ..inspect import inspect_source
 from ..report import TerminalReport, to_json
 from ._app import Metric, Precision, Rule, app, guarded, stderr
+from ._progress import batch_progress
 from ._options import (
     ArchOption, InputSizeOption,
     DegreeOption, DeviceOption, FoldBnOption, GridOption, KeyOption, LayersOption, MaxUtilisationOption,
     MaxLayersOption, MaxMemoryOption, MemoryBudgetOption,
     MinGapOption, PrecisionOption, SpectraOption, TolValueOption, ToleranceOption, TrustCodeOption,
     build_settings,
+    ActivationSideOption, ActivationsOption, BatchSizeOption, CenterOption, InterpolationOption, MaxInputsOption,
+    MeanOption, QuietOption, SeedOption, StdOption, build_activation_settings,
 )
 
 EPILOG = """
@@ -33,10 +36,13 @@ EPILOG = """
 * `cbn-inspect timm:resnet50`: a timm architecture (random weights), grids traced at its input size.
 * `cbn-inspect weights.safetensors --arch timm:resnet50 --input-size 288`: a file's weights in that architecture.
 * `cbn-inspect model.safetensors --plot cbn.png --html cbn.html`: the figures, and a self-contained HTML report.
+* `cbn-inspect timm:resnet18 --activations samples`: also run the model on bundled photographs and profile
+  every conv layer's input feature map, weights and activations side by side.
+* `cbn-inspect model.onnx --activations images/ --center --json -`: an ONNX model on a folder of images.
 
-Exit codes: 0 ok, 2 usage, 3 unreadable input, 4 no conv layers, 5 unsafe pickle refused, 6 analysis
+Exit codes: 0 ok, 2 usage, 3 unreadable input, 4 no conv layers, 5 unsafe content refused, 6 analysis
 error, 7 resource limit (--max-memory, --max-layers, --timeout), 10 an optional extra is missing (--plot
-needs matplotlib), 70 internal error.
+needs matplotlib), 11 --activations without an executable architecture, 70 internal error.
 """
 
 
@@ -67,11 +73,23 @@ def report_command(
     max_memory: MaxMemoryOption = None,
     max_layers: MaxLayersOption = 10_000,
     timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="SECONDS", help="Time budget for this source (load and analysis); past it the run stops with exit 7. Checked between layers, and a step that overruns it by 5 s ends the process.")] = None,
+    activations: ActivationsOption = None,
+    activation_side: ActivationSideOption = "input",
+    center: CenterOption = False,
+    batch_size: BatchSizeOption = 32,
+    max_inputs: MaxInputsOption = None,
+    seed: SeedOption = 0,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    interpolation: InterpolationOption = None,
+    quiet: QuietOption = False,
 ) -> None:
     """Analyse one checkpoint: per-frequency spectra of every conv layer and the bottleneck they form."""
     settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, spectra,
                               device, min_gap, max_utilisation, threads=threads, memory_budget=memory_budget,
                               max_memory=max_memory, max_layers=max_layers, timeout=timeout)
+    activation_settings = build_activation_settings(activations, activation_side, center, batch_size, max_inputs,
+                                                    seed, mean, std, interpolation, device)
     if plot is not None:  # fail before the analysis, not after it
         from ..report.figures import figure_format, require_matplotlib
 
@@ -81,8 +99,10 @@ def report_command(
     # The figures colour singular values by degree, so they need the spectra; the JSON gets them only with --spectra.
     deadline = hard_deadline(timeout, source)
     try:
-        report = inspect_source(source, replace(settings, keep_spectra=True) if pictures else settings,
-                                trust_code=trust_code, key=key, arch=arch, input_size=input_size)
+        with batch_progress(enabled=activation_settings is not None and not quiet) as progress:
+            report = inspect_source(source, replace(settings, keep_spectra=True) if pictures else settings,
+                                    trust_code=trust_code, key=key, arch=arch, input_size=input_size,
+                                    activations=activation_settings, progress=progress)
     finally:
         if deadline is not None:
             deadline.cancel()

@@ -18,7 +18,8 @@ from importlib import resources
 from typing import Any, Mapping
 
 from .._version import SCHEMA_VERSION, __version__
-from ..records import Bottleneck, LayerReport, ModelReport, Settings
+from ..records import (ActivationLayerReport, ActivationReport, Bottleneck, LayerMetrics, LayerReport, ModelReport,
+                       Settings, Spectrum)
 
 FLOAT32_DIGITS = 7
 # Order sources that are only a guess from layer names (THEORY.md: a natural sort of names).
@@ -110,6 +111,19 @@ def _layer(index: int, report: LayerReport, metric: str, spectra: bool, digits: 
         "batchnorm": layer.batchnorm.name if layer.batchnorm is not None else None,
         "flags": list(report.flags),
         "notes": list(report.notes),
+    }
+    out.update(_metric_fields(m, metric, digits))
+    if spectra:
+        out["spectrum"] = _spectrum(report.spectrum, digits)
+    return out
+
+
+def _metric_fields(m: LayerMetrics | None, metric: str, digits: int | None) -> dict[str, Any]:
+    """The counts and soft measures of one layer (weights or activations), in the report's key order."""
+    def num(value: float | None) -> float | None:
+        return _num(value, digits)
+
+    return {
         "mode_count": m.mode_count if m else None,
         "capacity": m.capacity if m else None,
         "utilisation": num(m.utilisation) if m else None,
@@ -127,16 +141,66 @@ def _layer(index: int, report: LayerReport, metric: str, spectra: bool, digits: 
         if m else {},
         "profile": [num(v) for v in m.profile] if m else [],
     }
+
+
+def _spectrum(spectrum: Spectrum | None, digits: int | None) -> list[dict[str, Any]] | None:
+    if spectrum is None:
+        return None
+    return [{"frequency": list(freq), "singular_values": [_num(v, digits) for v in vals]}
+            for freq, vals in spectrum.full()]
+
+
+def _plain(value: Any) -> Any:
+    """Mappings and sequences of an ``inputs`` record as JSON values (non-finite floats as null)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float):
+        return _num(value, 8)
+    return value
+
+
+def _activation_layer(index: int, layer: ActivationLayerReport, metric: str, spectra: bool,
+                      digits: int | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "index": index,
+        "name": layer.name,
+        "grid": list(layer.grid),
+        "channels": layer.channels,
+        "inputs": layer.inputs_seen,
+        "nyquist_fraction": _num(layer.nyquist_fraction, 4),
+        "shared_with": layer.shared_with,
+        "notes": list(layer.notes),
+    }
+    out.update(_metric_fields(layer.metrics, metric, digits))
     if spectra:
-        out["spectrum"] = (
-            [
-                {"frequency": list(freq), "singular_values": [num(v) for v in vals]}
-                for freq, vals in report.spectrum.full()
-            ]
-            if report.spectrum is not None
-            else None
-        )
+        out["spectrum"] = _spectrum(layer.spectrum, digits)
     return out
+
+
+def activations_to_dict(report: ActivationReport, settings: Settings) -> dict[str, Any]:
+    """The report's ``activations`` object: inputs, how the model ran, per layer, and the bottleneck."""
+    s = report.settings
+    metric = settings.degree_metric
+    digits = significant_digits(settings)
+    return {
+        "inputs": _plain(report.inputs),
+        "runner": report.runner,
+        "settings": {
+            "side": s.side,
+            "center": s.center,
+            "batch_size": s.batch_size,
+            "max_inputs": s.max_inputs,
+            "seed": s.seed,
+            "device": s.device,
+        },
+        "layers": [_activation_layer(i, layer, metric, settings.keep_spectra, digits)
+                   for i, layer in enumerate(report.layers)],
+        "bottleneck": _bottleneck(report.bottleneck, [layer.name for layer in report.layers], digits),
+        "notes": list(report.notes),
+        "seconds": _num(report.seconds, 4),
+    }
 
 
 def _indexed(pairs, names: list[str]) -> list[dict[str, Any]]:
@@ -243,6 +307,7 @@ def report_to_dict(report: ModelReport) -> dict[str, Any]:
             "description": (f"numbers measured from spectra rounded to {digits} significant digits (float32)"
                             if digits is not None else "numbers measured from spectra in full float64 precision"),
         },
+        "activations": activations_to_dict(report.activations, report.settings) if report.activations else None,
     }
 
 

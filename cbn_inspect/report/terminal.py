@@ -148,20 +148,69 @@ def _span(candidate: Mapping) -> str:
     return f"{candidate['start']} → {candidate['end']}"
 
 
-def _summary(report: ModelReport) -> Panel:
-    b = report.bottleneck
-    lines = Text()
+def _use(m) -> str:
+    return f"{m.utilisation:.1%}" if m.utilisation < 0.0995 else f"{m.utilisation:.0%}"
+
+
+def _inside(b, i: int | None) -> bool:
+    return i is not None and b.found and b.start_index is not None and b.start_index <= i <= (b.end_index or -1)
+
+
+def _side_by_side(report: ModelReport, width: int) -> Table:
+    """Weights and activations per layer, matched by name, in the activations' execution order."""
+    acts = report.activations
+    assert acts is not None
+    wide = width >= 100
+    metric = report.settings.degree_metric
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0) if wide else 0, show_edge=False)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("layer", overflow="ellipsis", no_wrap=True, max_width=24 if wide else 12)
+    table.add_column("W modes", justify="right", no_wrap=True)
+    table.add_column("use", justify="right", no_wrap=True, min_width=4)
+    table.add_column("W kept", no_wrap=True, min_width=11)
+    table.add_column("grid", no_wrap=True, justify="right", min_width=5)
+    table.add_column("A modes", justify="right", no_wrap=True)
+    table.add_column("use", justify="right", no_wrap=True, min_width=4)
+    table.add_column("A kept", no_wrap=True, min_width=11)
+    table.add_column("ν/νN", justify="right", no_wrap=True, min_width=4)
+    weights = {r.layer.name: (i, r) for i, r in enumerate(report.layers)}
+    rows = [(layer.name, j, layer) for j, layer in enumerate(acts.layers)]
+    seen = {layer.name for layer in acts.layers}
+    rows += [(r.layer.name, None, None) for r in report.layers if r.layer.name not in seen]
+    degrees = 16 if wide else 11
+    for name, j, act in rows:
+        wi, wr = weights.get(name, (None, None))
+        wm = wr.metrics if wr is not None else None
+        am = act.metrics if act is not None else None
+        w_in, a_in = _inside(report.bottleneck, wi), _inside(acts.bottleneck, j)
+        table.add_row(
+            str(j if j is not None else "–"),
+            Text(name),  # a name from the file is data, never rich markup
+            Text(("▸" if w_in else "") + (_count(wm.mode_count) if wm else "–"), style="bold magenta" if w_in else ""),
+            _use(wm) if wm else "–",
+            format_degrees(wm.degree_counts[metric], degrees) if wm else "–",
+            _shape(act.grid) if act is not None else "–",
+            Text(("▸" if a_in else "") + (_count(am.mode_count) if am else "–"), style="bold cyan" if a_in else ""),
+            _use(am) if am else "–",
+            format_degrees(am.degree_counts[metric], degrees) if am else "–",
+            f"{act.nyquist_fraction:.2f}" if act is not None and act.nyquist_fraction is not None else "–",
+        )
+    return table
+
+
+def _bottleneck_lines(b, settings, lines: Text, style: str, names: list[str]) -> None:
+    """The call itself: span, rank and type, strength, and what was trimmed or rejected (weights or activations)."""
     if b.found:
-        lines.append(f"Bottleneck: {b.start} → {b.end}", style="bold magenta")
+        lines.append(f"Bottleneck: {b.start} → {b.end}", style=f"bold {style}")
         lines.append(f"  ({b.plateau_length} layers)\n")
         lines.append(f"rank {b.rank} = {format_type(b.degree_counts)}")
-        lines.append(f"  (degree: {report.settings.degree_metric})\n")
+        lines.append(f"  (degree: {settings.degree_metric})\n")
         lines.append(f"strength {b.strength:.2f} ({b.strength_label}): ", style="bold")
         if b.clean:
             lines.append(f"kept values ≥ {b.gap_ratio:.3g}× the rest, {b.utilisation:.1%} of capacity used")
         else:
             lines.append(
-                f"kept values a median {b.typical_gap_ratio:.3g}× the rest (≥ {report.settings.min_gap:g}× in "
+                f"kept values a median {b.typical_gap_ratio:.3g}× the rest (≥ {settings.min_gap:g}× in "
                 f"{b.clean_layers} of {b.plateau_length} layers), {b.utilisation:.1%} of capacity used"
             )
         if not b.consistent_type:
@@ -169,7 +218,7 @@ def _summary(report: ModelReport) -> Panel:
         if b.label_cap:
             lines.append(f"\nlabelled weak at most: {b.label_cap}", style="yellow")
         for i, why in b.trimmed:
-            lines.append(f"\nleft out of the run: {report.layers[i].layer.name}, {why}")
+            lines.append(f"\nleft out of the run: {names[i]}, {why}")
         if b.rejected:
             r = b.rejected
             lines.append(f"\nnext candidate {_span(r)} (rank {r['rank']}) rejected: {r['reason']}", style="dim")
@@ -180,13 +229,37 @@ def _summary(report: ModelReport) -> Panel:
             r = b.rejected
             lines.append(f"\nbest candidate, rejected: {_span(r)} (rank {r['rank']}, strength {r['strength']:.2f})",
                          style="dim")
+
+
+def _activation_summary(report: ModelReport) -> Panel:
+    acts = report.activations
+    assert acts is not None
+    lines = Text()
+    _bottleneck_lines(acts.bottleneck, report.settings, lines, "cyan", [layer.name for layer in acts.layers])
+    inputs = acts.inputs
+    centre = "batch mean removed at frequency 0" if acts.settings.center else "not centred"
+    shape = "×".join(str(v) for v in inputs.get("preprocessing", {}).get("input_shape", []))
+    lines.append(
+        f"\n{inputs.get('count')} inputs ({inputs.get('source')}, {shape}), each layer's {acts.settings.side} "
+        f"feature map, {centre}; run by {acts.runner}; capacity |grid| × min(C, inputs)",
+        style="dim",
+    )
+    return Panel(lines, title="CBN summary · activations", title_align="left",
+                 border_style="cyan" if acts.bottleneck.found else "white")
+
+
+def _summary(report: ModelReport) -> Panel:
+    b = report.bottleneck
+    lines = Text()
+    _bottleneck_lines(b, report.settings, lines, "magenta", [r.layer.name for r in report.layers])
     if b.side_layers:
         lines.append(f"\noff the main path (neither break nor form a run): {_side_summary(report)}", style="dim")
     line, warnings = _basis(report)
     lines.append_text(line)
     for warning in warnings:
         lines.append_text(warning)
-    return Panel(lines, title="CBN summary", title_align="left", border_style="magenta" if b.found else "white")
+    title = "CBN summary · weights" if report.activations is not None else "CBN summary"
+    return Panel(lines, title=title, title_align="left", border_style="magenta" if b.found else "white")
 
 
 class TerminalReport:
@@ -206,11 +279,17 @@ class TerminalReport:
             head.append(f", BatchNorm folded into {folded}")
         if r.skipped:
             head.append(f", {len(r.skipped)} tensors skipped", style="dim")
-        parts = [head, _table(r, options.max_width), HeatStrip(r), _summary(r)]
+        if r.activations is None:
+            parts = [head, _table(r, options.max_width), HeatStrip(r), _summary(r)]
+        else:
+            parts = [head, _side_by_side(r, options.max_width), HeatStrip(r), _summary(r), _activation_summary(r)]
         if any(layer.layer.grid_source == "default" for layer in r.layers):
             parts.append(Text("* default grid: no architecture or metadata declared it", style="dim"))
         for warning in r.warnings:
             parts.append(Text(f"warning: {warning}", style="yellow"))
+        if r.activations is not None:
+            for note in (*r.activations.inputs.get("notes", ()), *r.activations.notes):
+                parts.append(Text(f"note: {note}", style="dim"))
         yield Group(*parts)
 
 
