@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from cbn_inspect.errors import UsageError
+from cbn_inspect.errors import UnsafeContentError
 from cbn_inspect.loaders import load
 
 
@@ -129,7 +129,7 @@ def test_static_read_gets_the_weights_and_runs_nothing(hostile, name):
 
 def test_input_size_without_trust_refuses_to_run(hostile):
     path, _ = hostile["archives"]["writer"]
-    with pytest.raises(UsageError, match="--trust-code"):
+    with pytest.raises(UnsafeContentError, match="--trust-code"):
         load(path, input_size="16")
     assert not hostile["sentinel"].exists()
 
@@ -162,7 +162,7 @@ def test_cli_report_layers_audit_run_nothing(hostile):
     codes = json.loads(done.stdout.strip().splitlines()[-1])
     for key, (code, err) in codes.items():
         if "--input-size" in key:
-            assert code == 2 and "--trust-code" in err and len(err.splitlines()) == 1, (key, err)
+            assert code == 5 and "--trust-code" in err and len(err.splitlines()) == 1, (key, err)
         else:
             assert code == 0, (key, err)
     rows = [json.loads(line) for line in (hostile["folder"] / "audit.jsonl").read_text().splitlines()]

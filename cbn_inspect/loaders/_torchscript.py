@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import UnreadableInputError, UsageError
+from ..errors import UnreadableInputError, UnsafeContentError
 from ..records import BatchNormParams, ConvLayer, InMemoryWeight, LoadedModel, SourceInfo
 from ._statedict import TensorEntry, build_model
 from ._static_script import read_static
@@ -121,7 +121,7 @@ def read_torchscript(path: Path, *, size: tuple[int, ...] | None, fold_batchnorm
 
     may_run = allowed("torchscript", "run-program", trust_code)
     if size is not None and not may_run:
-        raise UsageError(
+        raise UnsafeContentError(
             "tracing a TorchScript program (--input-size) runs the code it holds and needs --trust-code",
             hint="pass --trust-code only for a file you trust, or drop --input-size to read its weights statically",
         )
