@@ -85,6 +85,7 @@ def analyze_model(loaded: LoadedModel, settings: Settings | None = None) -> Mode
         bottleneck=bottleneck,
         skipped=loaded.skipped,
         order_source=loaded.order_source,
+        order_confidence=loaded.confidence,
         warnings=tuple(_warnings(loaded, reports, settings)),
         seconds=round(time.perf_counter() - started, 4),
     )

@@ -18,6 +18,9 @@ from typing import Any, Mapping, Protocol
 
 import numpy as np
 
+# How sure an order is when its loader did not say: a trace or declared order is the data flow; names are a guess.
+ORDER_CONFIDENCE = {"trace": "high", "metadata": "high", "file": "medium", "shapes": "low", "natural-sort": "low"}
+
 # Where a layer's grid came from, in THEORY.md's order of preference.
 GRID_SOURCES = ("trace", "metadata", "flag", "default")
 
@@ -116,7 +119,13 @@ class LoadedModel:
     source: SourceInfo
     layers: tuple[ConvLayer, ...]
     skipped: tuple[tuple[str, str], ...] = ()  # (tensor name, reason)
-    order_source: str = "natural-sort"  # or "metadata", "trace"
+    order_source: str = "natural-sort"  # or "metadata", "trace", "file" (the state dict's own), "shapes"
+    order_confidence: str | None = None  # "high", "medium", "low" (None: the loader did not say)
+
+    @property
+    def confidence(self) -> str:
+        """The order's confidence, as the loader said or by :data:`ORDER_CONFIDENCE`."""
+        return self.order_confidence or ORDER_CONFIDENCE.get(self.order_source, "low")
 
 
 @dataclass(frozen=True)
@@ -275,5 +284,6 @@ class ModelReport:
     bottleneck: Bottleneck
     skipped: tuple[tuple[str, str], ...] = ()
     order_source: str = "natural-sort"
+    order_confidence: str | None = None
     warnings: tuple[str, ...] = ()
     seconds: float | None = None

@@ -49,6 +49,7 @@ def listing(loaded: LoadedModel) -> dict:
     return {
         "source": {"path": loaded.source.path, "format": loaded.source.format},
         "order_source": loaded.order_source,
+        "order_confidence": loaded.confidence,
         "layers": [layer_row(layer) for layer in loaded.layers],
         "skipped": [{"name": n, "reason": r} for n, r in loaded.skipped],
         "notes": list(loaded.source.notes),
@@ -98,7 +99,7 @@ def layers_command(
         return
     console = Console(highlight=False)
     console.print(f"{loaded.source.path} ({loaded.source.format}): {len(loaded.layers)} conv layers, "
-                  f"order: {loaded.order_source}", markup=False)
+                  f"order: {loaded.order_source} ({loaded.confidence} confidence)", markup=False)
     console.print(_table(loaded, console.width))
     if any(layer.notes for layer in loaded.layers):
         console.print("* notes:", markup=False, style="dim")

@@ -177,7 +177,8 @@ def _with_architecture(entries, info, arch, config, size, fold_batchnorm, identi
         info = dataclasses.replace(info, notes=info.notes + (f"architecture not identified: {found.reason}",))
     elif size is not None:
         raise UsageError("--input-size needs an architecture: pass --arch timm:NAME for a bare state dict")
-    return build_model(entries, info, fold_batchnorm=fold_batchnorm)
+    order = "file" if info.format == "pytorch" else "shapes" if info.format.startswith("safetensors") else "natural"
+    return build_model(entries, info, fold_batchnorm=fold_batchnorm, order=order)
 
 
 def _note(loaded: LoadedModel, note: str) -> LoadedModel:

@@ -155,6 +155,7 @@ def report_to_dict(report: ModelReport) -> dict[str, Any]:
         },
         "settings": _settings(report.settings),
         "order_source": report.order_source,
+        "order_confidence": report.order_confidence,
         "layers": [_layer(i, r, metric, report.settings.keep_spectra) for i, r in enumerate(report.layers)],
         "skipped": [{"name": n, "reason": r} for n, r in report.skipped],
         "bottleneck": _bottleneck(report.bottleneck),

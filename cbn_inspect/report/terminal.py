@@ -144,7 +144,8 @@ class TerminalReport:
         head = Text()
         head.append("cbn-inspect ", style="bold")
         head.append(f"{__version__} · {r.source.path}\n", style="dim")
-        head.append(f"{len(r.layers)} conv layers ({r.source.format}, order: {r.order_source})")
+        head.append(f"{len(r.layers)} conv layers ({r.source.format}, order: {r.order_source}"
+                    + (f", {r.order_confidence} confidence" if r.order_confidence not in (None, "high") else "") + ")")
         folded = sum("batchnorm-folded" in layer.flags for layer in r.layers)
         if folded:
             head.append(f", BatchNorm folded into {folded}")
