@@ -100,12 +100,14 @@ def inspect_source(
     key: str | None = None,
     arch: str | None = None,
     input_size: str | tuple[int, ...] | None = None,
+    onnx_branch: str = "then",
 ) -> ModelReport:
     """Load ``source`` and analyse it: the whole job of ``cbn-inspect SOURCE``, as a library call.
 
-    ``arch`` (``timm:NAME``) and ``input_size`` (``N``, ``HxW``, ``CxHxW``) are passed to :func:`load`.
+    ``arch`` (``timm:NAME``), ``input_size`` (``N``, ``HxW``, ``CxHxW``) and ``onnx_branch`` are passed to
+    :func:`load`.
     """
     settings = settings or Settings()
     loaded = load(source, trust_code=trust_code or trust_pickle, key=key, fold_batchnorm=settings.fold_batchnorm,
-                  arch=arch, input_size=input_size)
+                  arch=arch, input_size=input_size, onnx_branch=onnx_branch)
     return analyze_model(loaded, settings)

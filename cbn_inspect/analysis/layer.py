@@ -63,7 +63,7 @@ def analyze_layer(layer: ConvLayer, weight: torch.Tensor, settings: Settings) ->
         bad = int((~torch.isfinite(weight)).sum())
         return LayerReport(layer=layer, spectrum_grid=None, exact=False, metrics=None,
                            flags=("nonfinite",), notes=(f"{bad} NaN/Inf weights: layer not analysed",))
-    flags = []
+    flags = list(layer.flags)
     if layer.batchnorm is not None and settings.fold_batchnorm:
         weight = fold_batchnorm(weight.to(compute), layer.batchnorm, transposed=layer.transposed, groups=layer.groups)
         flags.append("batchnorm-folded")

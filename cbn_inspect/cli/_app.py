@@ -41,6 +41,11 @@ class Metric(str, Enum):
     linf = "linf"
 
 
+class OnnxBranch(str, Enum):
+    then = "then"
+    else_ = "else"
+
+
 class Precision(str, Enum):
     float32 = "float32"
     float64 = "float64"

@@ -19,7 +19,8 @@ from rich.table import Table
 from ..loaders import load
 from ..records import ConvLayer, LoadedModel
 from ._app import app, guarded
-from ._options import ArchOption, InputSizeOption, KeyOption, TrustCodeOption
+from ._app import OnnxBranch
+from ._options import ArchOption, InputSizeOption, KeyOption, OnnxBranchOption, TrustCodeOption
 
 
 def _axes(values) -> str:
@@ -42,6 +43,8 @@ def layer_row(layer: ConvLayer) -> dict:
         "geometry_source": layer.geometry_source,
         "dtype": layer.dtype,
         "notes": list(layer.notes),
+        "flags": list(layer.flags),
+        "branch": layer.branch,
     }
 
 
@@ -89,10 +92,11 @@ def layers_command(
     input_size: InputSizeOption = None,
     trust_code: TrustCodeOption = False,
     key: KeyOption = None,
+    onnx_branch: OnnxBranchOption = OnnxBranch.then,
 ) -> None:
     """List the conv layers found (name, kind, shape, groups, stride, grid, dtype, notes); no spectra."""
     loaded = load(source, trust_code=trust_code, key=key, fold_batchnorm=False, arch=arch,
-                  input_size=input_size)
+                  input_size=input_size, onnx_branch=onnx_branch.value)
     data = listing(loaded)
     if json_out == "-":
         sys.stdout.write(json.dumps(data, indent=2) + "\n")

@@ -13,7 +13,7 @@ import typer
 from ..errors import UsageError
 from ..loaders import parse_grid
 from ..records import Settings, ToleranceRule
-from ._app import Metric, Precision, Rule
+from ._app import Metric, OnnxBranch, Precision, Rule
 
 DEFAULT_TOLERANCE = {"relative": 0.1, "absolute": 0.1, "gap": 10.0, "energy": 0.99}
 
@@ -32,6 +32,7 @@ MinGapOption = Annotated[float, typer.Option("--min-gap", help="Smallest kept / 
 ArchOption = Annotated[Optional[str], typer.Option("--arch", metavar="timm:NAME", help="Analyse the file's weights in this timm architecture (grids, strides and order traced; pretrained=False, nothing downloaded).")]
 InputSizeOption = Annotated[Optional[str], typer.Option("--input-size", metavar="N|HxW|CxHxW", help="Input size for the trace (default: the model's pretrained_cfg; needed for whole modules and TorchScript).")]
 MemoryBudgetOption = Annotated[int, typer.Option("--memory-budget", metavar="MB", min=1, help="Working memory for one layer's per-frequency matrices; big layers are split into chunks of frequencies to fit. Results do not depend on it.")]
+OnnxBranchOption = Annotated[OnnxBranch, typer.Option("--onnx-branch", help="Which body of each ONNX If node to analyse: the two are alternatives, never one chain (the other is named in a note).")]
 MaxUtilisationOption = Annotated[float, typer.Option("--max-utilisation", help="Largest share of capacity a bottleneck layer may use.")]
 
 

@@ -12,9 +12,9 @@ from rich.console import Console
 from ..errors import UsageError
 from ..inspect import inspect_source
 from ..report import TerminalReport, to_json
-from ._app import Metric, Precision, Rule, app, guarded, stderr
+from ._app import Metric, OnnxBranch, Precision, Rule, app, guarded, stderr
 from ._options import (
-    ArchOption, InputSizeOption,
+    ArchOption, InputSizeOption, OnnxBranchOption,
     DegreeOption, DeviceOption, FoldBnOption, GridOption, KeyOption, LayersOption, MaxUtilisationOption,
     MemoryBudgetOption,
     MinGapOption, PrecisionOption, SpectraOption, TolValueOption, ToleranceOption, TrustCodeOption,
@@ -53,6 +53,7 @@ def report_command(
     key: KeyOption = None,
     arch: ArchOption = None,
     input_size: InputSizeOption = None,
+    onnx_branch: OnnxBranchOption = OnnxBranch.then,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for the analysis (default: the cores available); each runs single-threaded kernels.")] = None,
     device: DeviceOption = "cpu",
     min_gap: MinGapOption = 10.0,
@@ -63,7 +64,7 @@ def report_command(
     settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, spectra,
                               device, min_gap, max_utilisation, threads=threads, memory_budget=memory_budget)
     report = inspect_source(source, settings, trust_code=trust_code, key=key, arch=arch,
-                            input_size=input_size)
+                            input_size=input_size, onnx_branch=onnx_branch.value)
     if json_out == "-":
         sys.stdout.write(to_json(report) + "\n")
         return

@@ -93,12 +93,14 @@ def load(
     arch: str | None = None,
     input_size: str | tuple[int, ...] | None = None,
     identify: bool = True,
+    onnx_branch: str = "then",
 ) -> LoadedModel:
     """Read a source's conv layers without computing spectra. Weights stay lazy where the format allows.
 
     ``arch`` (``timm:NAME``) analyses a file's weights in that architecture's geometry; ``input_size``
     (``N``, ``HxW`` or ``CxHxW``) overrides the input size traced; ``identify=False`` skips matching a bare
-    state dict against timm's registry.
+    state dict against timm's registry; ``onnx_branch`` (``then``/``else``) picks the body of every ONNX
+    ``If`` node that is analysed (the two are alternatives).
     """
     trust_code = trust_code or trust_pickle  # the older name, kept as an alias
     size = parse_input_size(input_size)
@@ -125,7 +127,7 @@ def load(
         if fmt == "onnx":
             from ._onnx import read_onnx
 
-            return read_onnx(path, fold_batchnorm=fold_batchnorm)
+            return read_onnx(path, fold_batchnorm=fold_batchnorm, input_size=size, branch=onnx_branch)
         from ._torchscript import read_torchscript
 
         return read_torchscript(path, size=size, fold_batchnorm=fold_batchnorm, trust_code=trust_code)

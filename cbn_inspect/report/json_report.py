@@ -86,6 +86,7 @@ def _layer(index: int, report: LayerReport, metric: str, spectra: bool) -> dict[
         "batchnorm": layer.batchnorm.name if layer.batchnorm is not None else None,
         "flags": list(report.flags),
         "notes": list(report.notes),
+        "branch": layer.branch,
         "mode_count": m.mode_count if m else None,
         "capacity": m.capacity if m else None,
         "utilisation": _num(m.utilisation) if m else None,
