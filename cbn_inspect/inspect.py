@@ -13,6 +13,7 @@ from collections import deque
 from pathlib import Path
 
 from .analysis import layers_in_flight, locate_bottleneck, resolve_grid, submit_layer
+from .analysis.layer import unit_axes
 from .errors import CbnError, NothingToAnalyseError, UnreadableInputError, UsageError
 from .loaders import load
 from .records import LayerReport, LoadedModel, ModelReport, Settings
@@ -56,11 +57,12 @@ def analyze_model(loaded: LoadedModel, settings: Settings | None = None) -> Mode
         what = f"matching --layers {settings.layer_filter!r}" if settings.layer_filter else "(rank 3-5 '*.weight' tensors)"
         raise NothingToAnalyseError(f"{loaded.source.path}: no convolution weights {what}")
     reports: list[LayerReport] = []
+    unit = unit_axes(loaded.layers)
     window = layers_in_flight(settings)
     pending: deque = deque()
     try:
         for layer in layers:
-            layer = resolve_grid(layer, settings)
+            layer = resolve_grid(layer, settings, unit.get(layer.ndim, frozenset()))
             try:
                 weight = layer.weight.load()
             except CbnError:
