@@ -58,5 +58,13 @@ class AnalysisError(CbnError):
     kind = "analysis"
 
 
+class MissingExtraError(CbnError):
+    """A feature needs an optional extra that is not installed (``pip install 'cbn-inspect[onnx]'``): the
+    command was right, the installation is missing a part."""
+
+    exit_code = 7
+    kind = "missing-extra"
+
+
 SOME_ITEMS_FAILED_EXIT = 8  # `cbn-inspect audit`: the batch ran, but some items are error rows
 INTERNAL_ERROR_EXIT = 70  # an unexpected exception: a bug in cbn-inspect, reported as one line

@@ -7,10 +7,12 @@ in the analysis at once, so a lazy loader never holds the whole model twice.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections import deque
 from pathlib import Path
+from typing import Callable
 
 from .analysis import layers_in_flight, locate_bottleneck, resolve_grid, submit_layer
 from .analysis.layer import unit_axes
@@ -48,8 +50,11 @@ def _warnings(loaded: LoadedModel, reports: list[LayerReport], settings: Setting
     return out
 
 
-def analyze_model(loaded: LoadedModel, settings: Settings | None = None) -> ModelReport:
-    """Analyse every selected conv layer of a loaded model and locate its bottleneck."""
+def analyze_model(loaded: LoadedModel, settings: Settings | None = None,
+                  progress: Callable[[int, int, str], None] | None = None) -> ModelReport:
+    """Analyse every selected conv layer of a loaded model and locate its bottleneck.
+
+    ``progress(done, total, layer_name)`` is called as each layer's analysis finishes (for a progress bar)."""
     settings = settings or Settings()
     started = time.perf_counter()
     layers = _select_layers(loaded, settings.layer_filter)
@@ -73,8 +78,12 @@ def analyze_model(loaded: LoadedModel, settings: Settings | None = None) -> Mode
             del weight
             while len(pending) > window:
                 reports.append(pending.popleft().result())
+                if progress is not None:
+                    progress(len(reports), len(layers), reports[-1].layer.name)
         while pending:
             reports.append(pending.popleft().result())
+            if progress is not None:
+                progress(len(reports), len(layers), reports[-1].layer.name)
     finally:
         for future in pending:
             future.cancel()
@@ -103,13 +112,46 @@ def inspect_source(
     arch: str | None = None,
     input_size: str | tuple[int, ...] | None = None,
     onnx_branch: str = "then",
+    progress: Callable[[int, int, str], None] | None = None,
+    sha256: str | None = None,
 ) -> ModelReport:
     """Load ``source`` and analyse it: the whole job of ``cbn-inspect SOURCE``, as a library call.
 
     ``arch`` (``timm:NAME``), ``input_size`` (``N``, ``HxW``, ``CxHxW``) and ``onnx_branch`` are passed to
-    :func:`load`.
+    :func:`load`. The report's ``source.sha256`` is the file's content hash (an index with its shards, as the
+    audit keys rows); ``sha256`` passes one already computed. ``progress`` as for :func:`analyze_model`.
     """
     settings = settings or Settings()
     loaded = load(source, trust_code=trust_code or trust_pickle, key=key, fold_batchnorm=settings.fold_batchnorm,
                   arch=arch, input_size=input_size, onnx_branch=onnx_branch)
-    return analyze_model(loaded, settings)
+    digest = sha256 or loaded.source.sha256 or source_sha256(loaded.source.path)
+    if digest:
+        loaded = dataclasses.replace(loaded, source=dataclasses.replace(loaded.source, sha256=digest))
+    return analyze_model(loaded, settings, progress)
+
+
+def source_sha256(path: str) -> str | None:
+    """sha256 of a checkpoint's bytes (a sharded index with its shards, in sorted order); None for a
+    ``timm:NAME`` source or a path that cannot be read. The audit's row keys hash files the same way."""
+    import hashlib
+    import json
+
+    file = Path(path)
+    if not file.is_file():
+        return None
+    files = [file]
+    if file.name.endswith(".index.json"):
+        try:
+            shards = set(json.loads(file.read_text()).get("weight_map", {}).values())
+        except (OSError, ValueError, AttributeError):
+            shards = set()
+        files += sorted(p for p in ((file.parent / s).absolute() for s in shards if isinstance(s, str)) if p.is_file())
+    digest = hashlib.sha256()
+    try:
+        for one in files:
+            with one.open("rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()

@@ -17,7 +17,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
                            TimeRemainingColumn)
 
 from ..errors import SOME_ITEMS_FAILED_EXIT, UsageError
-from ._app import Metric, Precision, Rule, app, guarded, stderr
+from ._app import Metric, Precision, Rule, app, guarded, stderr, warn
 from ._options import (
     DegreeOption, DeviceOption, FoldBnOption, GridOption, KeyOption, LayersOption, MaxUtilisationOption,
     MemoryBudgetOption,
@@ -107,6 +107,8 @@ def audit_command(
 
     settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, spectra,
                               device, min_gap, max_utilisation, memory_budget=memory_budget)
+    if spectra and out is None:
+        warn("--spectra does nothing without --out: the spectra only go into the JSONL rows")
     items = expand_sources(sources)
     if not items:
         raise UsageError("no checkpoints found in the sources given",

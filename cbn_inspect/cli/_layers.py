@@ -16,7 +16,10 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from .._version import SCHEMA_VERSION, __version__
+from ..errors import CbnError
 from ..loaders import load
+from ..report.json_report import error_to_dict
 from ..records import ConvLayer, LoadedModel
 from ._app import app, guarded
 from ._app import OnnxBranch
@@ -49,7 +52,10 @@ def layer_row(layer: ConvLayer) -> dict:
 
 
 def listing(loaded: LoadedModel) -> dict:
+    """The ``layers --json`` document; ``schema_version`` and ``tool`` as in the report."""
     return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "cbn-inspect", "version": __version__},
         "source": {"path": loaded.source.path, "format": loaded.source.format},
         "order_source": loaded.order_source,
         "order_confidence": loaded.confidence,
@@ -95,8 +101,13 @@ def layers_command(
     onnx_branch: OnnxBranchOption = OnnxBranch.then,
 ) -> None:
     """List the conv layers found (name, kind, shape, groups, stride, grid, dtype, notes); no spectra."""
-    loaded = load(source, trust_code=trust_code, key=key, fold_batchnorm=False, arch=arch,
-                  input_size=input_size, onnx_branch=onnx_branch.value)
+    try:
+        loaded = load(source, trust_code=trust_code, key=key, fold_batchnorm=False, arch=arch,
+                      input_size=input_size, onnx_branch=onnx_branch.value)
+    except CbnError as error:
+        if json_out == "-":
+            sys.stdout.write(json.dumps(error_to_dict(error), indent=2) + "\n")
+        raise
     data = listing(loaded)
     if json_out == "-":
         sys.stdout.write(json.dumps(data, indent=2) + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -9,10 +10,12 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from ..errors import UsageError
+from ..errors import CbnError, UsageError
 from ..inspect import inspect_source
 from ..report import TerminalReport, to_json
-from ._app import Metric, OnnxBranch, Precision, Rule, app, guarded, stderr
+from ..report.json_report import error_to_dict
+from ._app import Metric, OnnxBranch, Precision, Rule, app, guarded, stderr, warn
+from ._progress import LayerProgress
 from ._options import (
     ArchOption, InputSizeOption, OnnxBranchOption,
     DegreeOption, DeviceOption, FoldBnOption, GridOption, KeyOption, LayersOption, MaxUtilisationOption,
@@ -32,8 +35,20 @@ EPILOG = """
 * `cbn-inspect weights.safetensors --arch timm:resnet50 --input-size 288`: a file's weights in that architecture.
 
 Exit codes: 0 ok, 2 usage, 3 unreadable input, 4 no conv layers, 5 unsafe pickle refused, 6 analysis
-error, 70 internal error.
+error, 7 an optional extra is missing, 70 internal error. With `--json -` a failure also writes a JSON
+object `{"error": {"kind", "message", "hint", "exit_code"}}` to stdout.
 """
+
+
+def _report(source, json_out, spectra, layers, grid, tolerance, tol_value, degree, precision, fold_bn, trust_code,
+            key, arch, input_size, onnx_branch, threads, device, min_gap, max_utilisation, memory_budget, quiet):
+    settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, spectra,
+                              device, min_gap, max_utilisation, threads=threads, memory_budget=memory_budget)
+    if spectra and not json_out:
+        warn("--spectra does nothing without --json: the spectra only go into the JSON report")
+    with LayerProgress(stderr, enabled=not quiet) as progress:
+        return inspect_source(source, settings, trust_code=trust_code, key=key, arch=arch,
+                              input_size=input_size, onnx_branch=onnx_branch.value, progress=progress)
 
 
 @app.command("report", epilog=EPILOG)
@@ -59,12 +74,17 @@ def report_command(
     min_gap: MinGapOption = 10.0,
     max_utilisation: MaxUtilisationOption = 0.5,
     memory_budget: MemoryBudgetOption = 256,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar on stderr (it shows only on a terminal, for reports that take more than a couple of seconds).")] = False,
 ) -> None:
     """Analyse one checkpoint: per-frequency spectra of every conv layer and the bottleneck they form."""
-    settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, spectra,
-                              device, min_gap, max_utilisation, threads=threads, memory_budget=memory_budget)
-    report = inspect_source(source, settings, trust_code=trust_code, key=key, arch=arch,
-                            input_size=input_size, onnx_branch=onnx_branch.value)
+    try:
+        report = _report(source, json_out, spectra, layers, grid, tolerance, tol_value, degree, precision, fold_bn,
+                         trust_code, key, arch, input_size, onnx_branch, threads, device, min_gap,
+                         max_utilisation, memory_budget, quiet)
+    except CbnError as error:
+        if json_out == "-":  # a script reading stdout gets JSON either way
+            sys.stdout.write(json.dumps(error_to_dict(error), indent=2) + "\n")
+        raise
     if json_out == "-":
         sys.stdout.write(to_json(report) + "\n")
         return

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import UnreadableInputError, UsageError
+from ..errors import MissingExtraError, UnreadableInputError, UsageError
 from ..records import BatchNormParams, ConvLayer, LoadedModel, SourceInfo
 from ._onnx_graph import quantised_weight, unpad
 
@@ -50,7 +50,7 @@ def _import_onnx():
     try:
         import onnx
     except ImportError as exc:
-        raise UsageError("reading ONNX needs the onnx package", hint="pip install 'cbn-inspect[onnx]'") from exc
+        raise MissingExtraError("reading ONNX needs the onnx package", hint="pip install 'cbn-inspect[onnx]'") from exc
     return onnx
 
 

@@ -45,9 +45,13 @@ def natural_key(name: str) -> list[Any]:
 
 
 def parse_grid(text: str) -> tuple[int, ...]:
-    """``"32"``, ``"14x14"`` or ``"8x8x8"`` -> a tuple of positive ints. Raises ValueError."""
-    parts = [p for p in re.split(r"[x×, ]+", text.strip().lower()) if p]
-    values = tuple(int(p) for p in parts)
+    """``"32"``, ``"14x14"`` or ``"8x8x8"`` -> a tuple of positive ints. Raises ValueError.
+
+    Strict: numbers joined by ``x`` (or ``×``), nothing else -- ``"3x"``, ``"3,3"`` and ``"3 x"`` are errors."""
+    cleaned = text.strip().lower()
+    if not re.fullmatch(r"\d+(?:[x×]\d+){0,2}", cleaned):
+        raise ValueError(f"not a grid: {text!r}")
+    values = tuple(int(p) for p in re.split(r"[x×]", cleaned))
     if not values or min(values) < 1 or len(values) > 3:
         raise ValueError(f"not a grid: {text!r}")
     return values

@@ -165,6 +165,16 @@ def report_to_dict(report: ModelReport) -> dict[str, Any]:
     }
 
 
+def error_to_dict(error: Any) -> dict[str, Any]:
+    """The JSON written instead of a report when ``--json -`` fails: what went wrong, as the exit code says."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "cbn-inspect", "version": __version__},
+        "error": {"kind": getattr(error, "kind", "error"), "message": getattr(error, "message", str(error)),
+                  "hint": getattr(error, "hint", None), "exit_code": getattr(error, "exit_code", 1)},
+    }
+
+
 def to_json(report: ModelReport, indent: int | None = 2) -> str:
     return json.dumps(report_to_dict(report), indent=indent, allow_nan=False, ensure_ascii=False)
 
