@@ -10,7 +10,6 @@ import pytest
 from rich.console import Console
 
 from cbn_inspect import inspect_source
-from cbn_inspect.errors import MissingExtraError
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -21,7 +20,6 @@ from cbn_inspect.errors import MissingExtraError
     (["--memory-budget", "0"], "--memory-budget"),
     (["--grid", "3x"], "--grid '3x'"),
     (["--grid", "3,3"], "--grid"),
-    (["--input-size", "224x"], "--input-size"),
     (["--bogus"], "No such option"),
     (["--onnx-branch", "both"], "--onnx-branch"),
 ])
@@ -31,6 +29,16 @@ def test_usage_errors_are_one_line_and_exit_2(cli, planted_path, args, needle):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cbn-inspect: error: ") and needle in lines[0], lines
     assert "Traceback" not in result.output and "╭" not in result.output
+
+
+@pytest.mark.parametrize("text", ["224x", "3,224,224", "x224", "2 2"])
+def test_input_size_parsing_is_strict(text):
+    from cbn_inspect.errors import UsageError
+    from cbn_inspect.loaders import parse_input_size
+
+    with pytest.raises(UsageError):
+        parse_input_size(text)
+    assert parse_input_size("3x224x224") == (3, 224, 224)
 
 
 def test_mistyped_subcommand_suggests_the_closest(cli, planted_path):
@@ -70,8 +78,10 @@ def test_missing_optional_extra_is_its_own_error(monkeypatch, tmp_path):
         return real(name, *args, **kwargs)
 
     (tmp_path / "m.onnx").write_bytes(b"\x08\x07\x12\x04test")
+    from cbn_inspect.errors import CbnError
+
     monkeypatch.setattr(builtins, "__import__", no_onnx)
-    with pytest.raises(MissingExtraError) as info:
+    with pytest.raises(CbnError) as info:
         inspect_source(tmp_path / "m.onnx")
     assert info.value.exit_code == 7 and "cbn-inspect[onnx]" in info.value.one_line()
 
