@@ -26,8 +26,8 @@ from ._options import (
 )
 
 EPILOG = f"""
-**Sources**: checkpoint files; folders (searched recursively for .safetensors, .pt, .pth, .bin, .ckpt, .onnx
-and sharded-safetensors indexes); `timm:PATTERN` (`timm:resnet*`); manifests (`@FILE`, or a .txt/.lst file:
+**Sources**: checkpoint files; folders (searched recursively; every file a reader takes, recognised by its
+content, not its name: safetensors and their indexes, PyTorch, TorchScript, ONNX; the rest is listed as skipped); `timm:PATTERN` (`timm:resnet*`); manifests (`@FILE`, or a .txt/.lst file:
 one source per line).
 
 **Examples**
@@ -78,7 +78,7 @@ class _RichProgress:
 @guarded
 def audit_command(
     sources: Annotated[list[str], typer.Argument(help="Files, folders, timm:PATTERN, @manifest files.", show_default=False)],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE.jsonl", help="One JSON line per item, written as each finishes; re-running with the same file resumes.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE.jsonl", help="One JSON line per item, written as each finishes; re-running with the same file resumes. `-`: the lines go to stdout as they finish (the summary table to stderr; no resume).")] = None,
     csv_out: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE", help="A CSV of the summary columns, for spreadsheets.")] = None,
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Worker processes (default: the machine's cores).")] = None,
     timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="SECONDS", help="Per-item time limit; the worker is killed and the item becomes an error row.")] = None,
@@ -109,10 +109,15 @@ def audit_command(
                               device, min_gap, max_utilisation, memory_budget=memory_budget)
     if spectra and out is None:
         warn("--spectra does nothing without --out: the spectra only go into the JSONL rows")
-    items = expand_sources(sources)
+    skipped: list[tuple[str, str]] = []
+    items = expand_sources(sources, skipped=skipped)
+    if skipped and not quiet:
+        stderr.print(f"skipped {len(skipped)} file(s) that no reader takes:", markup=False, style="dim")
+        for path, why in skipped:
+            stderr.print(f"  {path}: {why}", markup=False, highlight=False, style="dim")
     if not items:
         raise UsageError("no checkpoints found in the sources given",
-                         hint="folders are searched for .safetensors, .pt, .pth, .bin, .ckpt, .onnx")
+                         hint="folder files are recognised by content: safetensors, PyTorch, TorchScript, ONNX")
     progress = None if quiet else _RichProgress(stderr)
     try:
         result = run_audit(settings=settings, items=items, out=out, force=force, executor=executor.value,
@@ -127,7 +132,8 @@ def audit_command(
     if csv_out is not None:
         write_csv(csv_out, result.rows)
     if not quiet:
-        Console(highlight=False).print(AuditSummary(result.rows, reused=result.reused, seconds=result.seconds))
+        table_console = stderr if str(out) == "-" else Console(highlight=False)  # stdout holds the JSONL
+        table_console.print(AuditSummary(result.rows, reused=result.reused, seconds=result.seconds))
         if result.repaired_lines:
             stderr.print(f"{out}: {result.repaired_lines} line(s) dropped on resume (partial, invalid or "
                          "recomputed)", style="dim")
