@@ -7,6 +7,7 @@ test needs no omegaconf, and the loader cannot import the class even if it tried
 from __future__ import annotations
 
 import argparse
+import typing
 import sys
 import types
 from collections import OrderedDict
@@ -60,7 +61,9 @@ def _lightning(tmp_path, legacy=False):
             "state_dict": OrderedDict([("model.stem.weight", torch.randn(8, 3, 3, 3)),
                                        ("model.body.weight", torch.randn(8, 8, 3, 3))]),
             "hyper_parameters": {"cfg": DictConfig({"lr": 0.1, "layers": ListConfig([1, 2])}),
-                                 "args": argparse.Namespace(lr=0.1, depth=3)},
+                                 "args": argparse.Namespace(lr=0.1, depth=3),
+                                 # omegaconf keeps types as values: object_type builtins.dict, typing.Any
+                                 "types": {"object_type": dict, "key_type": typing.Any, "n": int}},
         }
         path = tmp_path / ("legacy.ckpt" if legacy else "model.ckpt")
         torch.save(ckpt, path, _use_new_zipfile_serialization=not legacy)
@@ -76,7 +79,7 @@ def test_lightning_hyper_parameters_become_inert_placeholders(tmp_path, legacy):
     assert [layer.name for layer in loaded.layers] == ["model.stem", "model.body"]
     assert SENTINEL == [] and "omegaconf" not in sys.modules  # nothing imported, nothing of it ran
     (note,) = [n for n in loaded.source.notes if "inert placeholders" in n]
-    assert "omegaconf.dictconfig.DictConfig" in note and "argparse.Namespace" in note
+    assert "omegaconf.dictconfig.DictConfig" in note and "argparse.Namespace" in note and "typing.Any" in note
     report = inspect_source(path)
     assert len(report.layers) == 2 and any("inert placeholders" in w for w in report.warnings)
 

@@ -76,6 +76,19 @@ CODE_MODULES = frozenset({
 })
 
 
+# Plain data types a pickle may name as values (omegaconf stores ``object_type: builtins.dict``) or build data
+# with: the real types are used, since calling them only makes containers and numbers.
+DATA_TYPES = {f"builtins.{t.__name__}": t for t in (dict, list, tuple, set, frozenset, int, float, str, bytes,
+                                                      bool, complex, bytearray, slice, range)}
+
+
+def _collections() -> dict[str, type]:
+    import collections
+
+    return {f"collections.{t.__name__}": t for t in (collections.OrderedDict, collections.defaultdict,
+                                                       collections.deque, collections.Counter)}
+
+
 def refusal(name: str) -> str | None:
     """Why a global the pickle names may not become an inert placeholder, or None when it may.
 
@@ -85,6 +98,8 @@ def refusal(name: str) -> str | None:
     refused, as is anything the scan could not resolve.
     """
     module, _, attr = name.rpartition(".")
+    if name in DATA_TYPES or name in _collections():
+        return None
     if not module or not attr or name == "?":
         return "a global the scan cannot name"
     if module.split(".")[0] in CODE_MODULES:
@@ -114,9 +129,14 @@ class InertPlaceholder:
 
 
 def placeholders(names: list[str]) -> list[tuple[type, str]]:
-    """One fresh placeholder class per global name, as ``(class, "module.Name")`` for torch's safe_globals."""
-    out = []
+    """One fresh placeholder class per global name, as ``(class, "module.Name")`` for torch's safe_globals
+    (the real type for :data:`DATA_TYPES` and the ``collections`` containers)."""
+    out: list[tuple[type, str]] = []
+    real = {**DATA_TYPES, **_collections()}
     for name in names:
+        if name in real:
+            out.append((real[name], name))
+            continue
         cls = type(name.rpartition(".")[2], (InertPlaceholder,), {"global_name": name, "__module__": __name__})
         out.append((cls, name))
     return out
