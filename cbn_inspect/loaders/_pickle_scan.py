@@ -78,8 +78,10 @@ CODE_MODULES = frozenset({
 
 # Plain data types a pickle may name as values (omegaconf stores ``object_type: builtins.dict``) or build data
 # with: the real types are used, since calling them only makes containers and numbers.
-DATA_TYPES = {f"builtins.{t.__name__}": t for t in (dict, list, tuple, set, frozenset, int, float, str, bytes,
-                                                      bool, complex, bytearray, slice, range)}
+DATA_TYPES = {f"{module}.{t.__name__}": t for module in ("builtins", "__builtin__")
+              for t in (dict, list, tuple, set, frozenset, int, float, str, bytes, bool, complex, bytearray, slice,
+                        range)}
+DATA_TYPES.update({"__builtin__.long": int, "__builtin__.unicode": str})  # protocol-2 pickles' Python 2 names
 
 
 def _collections() -> dict[str, type]:
