@@ -138,6 +138,8 @@ def placeholders(names: list[str]) -> list[tuple[type, str]]:
     for name in names:
         if name in real:
             out.append((real[name], name))
+            if name.startswith("__builtin__."):  # torch maps a protocol-2 pickle's Python 2 names to these
+                out.append((real[name], f"builtins.{real[name].__name__}"))
             continue
         cls = type(name.rpartition(".")[2], (InertPlaceholder,), {"global_name": name, "__module__": __name__})
         out.append((cls, name))
