@@ -1,9 +1,10 @@
-"""What `make_samples.py` reproduces on any x86-64 CPU: the same calls and counts, numbers within 1e-5.
+"""What `make_samples.py` reproduces on another x86-64 CPU, for the sample a test can afford to re-create.
 
-Bit-for-bit equality holds only on the machine and software that made the files: re-created on this
-machine's Intel Xeon, the untrained sample (made on an AMD EPYC) differs in the last bits of every tensor
-(largest difference 1.7e-7 of the tensor's largest value), as float32 FFT and BLAS kernels differ between
-CPUs. The README states this; this test checks what is claimed instead.
+Bit-for-bit equality holds only on the machine and software that made the files: re-created on an Intel
+Xeon, the untrained sample (made on an AMD EPYC) differs in the last bits of every tensor (largest
+difference 1.7e-7 of the tensor's largest value), since float32 FFT and BLAS kernels differ between CPUs.
+The README states what was measured for the trained samples (minutes each to re-create); this test checks
+the untrained one: numbers within 1e-5, identical counts, degrees and call.
 """
 
 from __future__ import annotations
