@@ -62,7 +62,7 @@ class MissingExtraError(CbnError):
     """A feature needs an optional extra that is not installed (``pip install 'cbn-inspect[onnx]'``): the
     command was right, the installation is missing a part."""
 
-    exit_code = 7
+    exit_code = 10
     kind = "missing-extra"
 
 

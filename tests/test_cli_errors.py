@@ -83,7 +83,7 @@ def test_missing_optional_extra_is_its_own_error(monkeypatch, tmp_path):
     monkeypatch.setattr(builtins, "__import__", no_onnx)
     with pytest.raises(CbnError) as info:
         inspect_source(tmp_path / "m.onnx")
-    assert info.value.exit_code == 7 and "cbn-inspect[onnx]" in info.value.one_line()
+    assert info.value.exit_code == 10 and "cbn-inspect[onnx]" in info.value.one_line()
 
 
 def test_timm_suggestions_rank_by_similarity(cli):

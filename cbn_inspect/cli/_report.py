@@ -35,7 +35,7 @@ EPILOG = """
 * `cbn-inspect weights.safetensors --arch timm:resnet50 --input-size 288`: a file's weights in that architecture.
 
 Exit codes: 0 ok, 2 usage, 3 unreadable input, 4 no conv layers, 5 unsafe pickle refused, 6 analysis
-error, 7 an optional extra is missing, 70 internal error. With `--json -` a failure also writes a JSON
+error, 10 an optional extra is missing, 70 internal error. With `--json -` a failure also writes a JSON
 object `{"error": {"kind", "message", "hint", "exit_code"}}` to stdout.
 """
 
