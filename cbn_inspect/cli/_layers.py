@@ -26,6 +26,9 @@ from ._app import OnnxBranch
 from ._options import ArchOption, InputSizeOption, KeyOption, OnnxBranchOption, TrustCodeOption
 
 
+GRID_MARK = {"metadata": "m", "flag": "f"}  # short marks keep the table within 80 columns; explained below it
+
+
 def _axes(values) -> str:
     return "×".join(str(v) for v in values) if values else "–"
 
@@ -71,7 +74,7 @@ def _table(loaded: LoadedModel, width: int = 80) -> Table:
     for layer in loaded.layers:
         grid = _axes(layer.grid) if layer.grid else "default"
         if layer.grid and layer.grid_source != "trace":
-            grid += f" ({layer.grid_source})"
+            grid += f" ({GRID_MARK.get(layer.grid_source, layer.grid_source)})"
         rows.append((str(layer.order), layer.name, layer.kind.replace("conv_transpose", "convT"),
                      _axes(layer.shape), str(layer.groups),
                      _axes(layer.stride or (1,) * layer.ndim) + ("" if layer.geometry_source != "assumed" else "?"), grid,
@@ -116,6 +119,10 @@ def layers_command(
     console.print(f"{loaded.source.path} ({loaded.source.format}): {len(loaded.layers)} conv layers, "
                   f"order: {loaded.order_source} ({loaded.confidence} confidence)", markup=False)
     console.print(_table(loaded, console.width))
+    marks = {layer.grid_source for layer in loaded.layers if layer.grid and layer.grid_source in GRID_MARK}
+    if marks:
+        console.print("grid: " + ", ".join(f"({GRID_MARK[m]}) from {'the file' if m == 'metadata' else '--grid'}"
+                                           for m in sorted(marks)) + "; unmarked: traced", markup=False, style="dim")
     if any(layer.notes for layer in loaded.layers):
         console.print("* notes:", markup=False, style="dim")
     for layer in loaded.layers:
