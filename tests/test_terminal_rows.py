@@ -62,3 +62,10 @@ def test_long_layer_names_are_cut_in_the_middle_and_stay_distinct():
     assert short[-1] == "stem" and short[0].endswith("Conv") and "0" in short[0]
     blocks = [f"stages.3.blocks.{i}.conv_pw" for i in range(12)]
     assert len(set(short_names(blocks, 15))) == 12
+
+
+def test_layers_listing_fits_80_columns(cli, planted_path):
+    result = cli("layers", planted_path, env={"COLUMNS": "80"})
+    assert result.exit_code == 0
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+    assert "(m)" in result.stdout and "(m) from the file" in result.stdout
