@@ -74,7 +74,8 @@ class ResourceLimitError(CbnError):
 
 
 class MissingExtraError(CbnError):
-    """A feature needs an optional extra that is not installed (``pip install 'cbn-inspect[plot]'``)."""
+    """A feature needs an optional extra that is not installed (``pip install 'cbn-inspect[onnx]'``): the
+    command was right, the installation is missing a part."""
 
     exit_code = 10
     kind = "missing-extra"

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from ._limits import TimeBudget, check_layer_count, check_memory, memory_room
 from .analysis import layer_evidence, layers_in_flight, locate_bottleneck, resolve_grid, submit_layer
+from .analysis.layer import unit_axes
 from .errors import CbnError, NothingToAnalyseError, UnreadableInputError, UsageError
 from .loaders import load, parse_input_size
 from .records import ActivationSettings, LayerReport, LoadedModel, ModelReport, Settings
@@ -55,8 +56,16 @@ def _warnings(loaded: LoadedModel, reports: list[LayerReport], settings: Setting
     return out
 
 
-def analyze_model(loaded: LoadedModel, settings: Settings | None = None) -> ModelReport:
-    """Analyse every selected conv layer of a loaded model and locate its bottleneck."""
+def _tick(progress, reports: list[LayerReport], total: int) -> None:
+    if progress is not None:
+        progress(len(reports), total, reports[-1].layer.name)
+
+
+def analyze_model(loaded: LoadedModel, settings: Settings | None = None,
+                  progress: Callable[[int, int, str], None] | None = None) -> ModelReport:
+    """Analyse every selected conv layer of a loaded model and locate its bottleneck.
+
+    ``progress(done, total, layer_name)`` is called as each layer's analysis finishes (for a progress bar)."""
     settings = settings or Settings()
     started = time.perf_counter()
     layers = _select_layers(loaded, settings.layer_filter)
@@ -65,7 +74,8 @@ def analyze_model(loaded: LoadedModel, settings: Settings | None = None) -> Mode
         raise NothingToAnalyseError(f"{loaded.source.path}: no convolution weights {what}")
     clock = TimeBudget(settings.timeout_s, loaded.source.path)
     check_layer_count(len(layers), settings, loaded.source.path)
-    layers = tuple(resolve_grid(layer, settings) for layer in layers)
+    unit = unit_axes(loaded.layers)
+    layers = tuple(resolve_grid(layer, settings, unit.get(layer.ndim, frozenset())) for layer in layers)
     needs = check_memory(layers, settings, loaded.source.path)  # before any weight is read
     room = memory_room(settings)
     reports: list[LayerReport] = []
@@ -77,6 +87,7 @@ def analyze_model(loaded: LoadedModel, settings: Settings | None = None) -> Mode
             # keep layers in flight within the room --max-memory leaves (one at a time if need be)
             while pending and (len(pending) >= window or sum(n for _, n in pending) + need > room):
                 reports.append(pending.popleft()[0].result())
+                _tick(progress, reports, len(layers))
             try:
                 weight = layer.weight.load()
             except CbnError:
@@ -87,6 +98,7 @@ def analyze_model(loaded: LoadedModel, settings: Settings | None = None) -> Mode
             del weight
         while pending:
             reports.append(pending.popleft()[0].result())
+            _tick(progress, reports, len(layers))
     finally:
         for future, _ in pending:
             future.cancel()
@@ -101,6 +113,7 @@ def analyze_model(loaded: LoadedModel, settings: Settings | None = None) -> Mode
         bottleneck=bottleneck,
         skipped=loaded.skipped,
         order_source=loaded.order_source,
+        order_confidence=loaded.confidence,
         warnings=tuple(_warnings(loaded, reports, settings)),
         seconds=round(time.perf_counter() - started, 4),
     )
@@ -123,7 +136,10 @@ def inspect_source(
     arch: str | None = None,
     input_size: str | tuple[int, ...] | None = None,
     activations: ActivationSettings | str | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    onnx_branch: str = "then",
+    progress: Callable[[int, int, str], None] | None = None,
+    sha256: str | None = None,
+    activation_progress: Callable[[int, int], None] | None = None,
 ) -> ModelReport:
     """Load ``source`` and analyse it: the whole job of ``cbn-inspect SOURCE``, as a library call.
 
@@ -132,8 +148,10 @@ def inspect_source(
     ``arch`` (``timm:NAME``) and ``input_size`` (``N``, ``HxW``, ``CxHxW``) are passed to :func:`load`.
     ``activations`` (an INPUTS spec such as ``"noise"``, ``"samples"``, a folder or a tensor file, or a full
     :class:`ActivationSettings`) also runs the model on those inputs and adds the activation profile as
-    ``report.activations`` (see :mod:`cbn_inspect.activations`); ``progress(done, total)`` is called after
-    every batch. Running a TorchScript program or a whole pickled module needs ``trust_code``.
+    ``report.activations`` (see :mod:`cbn_inspect.activations`); ``activation_progress(done, total)`` is called
+    after every batch; ``progress`` as for :func:`analyze_model`. ``onnx_branch`` is passed to :func:`load`.
+    The report's ``source.sha256`` is the file's content hash (an index with its shards, as the audit keys
+    rows); ``sha256`` passes one already computed. Running a TorchScript program or a whole pickled module needs ``trust_code``.
     """
     settings = settings or Settings()
     trust_code = trust_code or trust_pickle
@@ -151,13 +169,17 @@ def inspect_source(
     else:
         clock = TimeBudget(settings.timeout_s, str(source))
         loaded = load(source, trust_code=trust_code, key=key, fold_batchnorm=settings.fold_batchnorm,
-                      arch=arch, input_size=input_size, max_memory_mb=settings.max_memory_mb)
+                      arch=arch, input_size=input_size, max_memory_mb=settings.max_memory_mb,
+                      onnx_branch=onnx_branch)
+        digest = sha256 or loaded.source.sha256 or source_sha256(loaded.source.path)
+        if digest:
+            loaded = dataclasses.replace(loaded, source=dataclasses.replace(loaded.source, sha256=digest))
         clock.check("while loading")
         if settings.timeout_s is not None:  # what loading took counts against the budget
             left = settings.timeout_s - (time.monotonic() - clock.started)
             settings = dataclasses.replace(settings, timeout_s=max(left, 0.0))
     if activations is None:
-        return analyze_model(loaded, settings)
+        return analyze_model(loaded, settings, progress)
     if isinstance(activations, str):
         activations = ActivationSettings(inputs=activations, device=settings.device)
     if activations.input_size is None and input_size is not None:
@@ -167,6 +189,33 @@ def inspect_source(
     # the runner first: a source that cannot run fails before any spectrum is computed
     runner = open_runner(source, loaded, side=activations.side, device=activations.device,
                          trust_code=trust_code, key=key)
-    report = analyze_model(loaded, settings)
-    profile = profile_activations(runner, activations, settings, progress=progress)
+    report = analyze_model(loaded, settings, progress)
+    profile = profile_activations(runner, activations, settings, progress=activation_progress)
     return dataclasses.replace(report, activations=profile)
+
+
+def source_sha256(path: str) -> str | None:
+    """sha256 of a checkpoint's bytes (a sharded index with its shards, in sorted order); None for a
+    ``timm:NAME`` source or a path that cannot be read. The audit's row keys hash files the same way."""
+    import hashlib
+    import json
+
+    file = Path(path)
+    if not file.is_file():
+        return None
+    files = [file]
+    if file.name.endswith(".index.json"):
+        try:
+            shards = set(json.loads(file.read_text()).get("weight_map", {}).values())
+        except (OSError, ValueError, AttributeError):
+            shards = set()
+        files += sorted(p for p in ((file.parent / s).absolute() for s in shards if isinstance(s, str)) if p.is_file())
+    digest = hashlib.sha256()
+    try:
+        for one in files:
+            with one.open("rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()

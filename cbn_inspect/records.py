@@ -21,6 +21,9 @@ from typing import Any, Mapping, Protocol
 
 import numpy as np
 
+# How sure an order is when its loader did not say: a trace or declared order is the data flow; names are a guess.
+ORDER_CONFIDENCE = {"trace": "high", "graph": "high", "metadata": "high", "file": "medium", "shapes": "low", "natural-sort": "low"}
+
 # Where a layer's grid came from, in THEORY.md's order of preference.
 GRID_SOURCES = ("trace", "metadata", "flag", "default")
 
@@ -75,6 +78,8 @@ class ConvLayer:
     geometry_source: str = "assumed"
     batchnorm: BatchNormParams | None = field(default=None, repr=False, compare=False)
     notes: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()  # what the loader knows is odd about the layer (e.g. "quantised")
+    branch: str | None = None  # the alternative body (an ONNX If branch) the layer lies in, if any
 
     @property
     def ndim(self) -> int:
@@ -119,7 +124,13 @@ class LoadedModel:
     source: SourceInfo
     layers: tuple[ConvLayer, ...]
     skipped: tuple[tuple[str, str], ...] = ()  # (tensor name, reason)
-    order_source: str = "natural-sort"  # or "metadata", "trace"
+    order_source: str = "natural-sort"  # or "metadata", "trace", "file" (the state dict's own), "shapes", "graph"
+    order_confidence: str | None = None  # "high", "medium", "low" (None: the loader did not say)
+
+    @property
+    def confidence(self) -> str:
+        """The order's confidence, as the loader said or by :data:`ORDER_CONFIDENCE`."""
+        return self.order_confidence or ORDER_CONFIDENCE.get(self.order_source, "low")
 
 
 @dataclass(frozen=True)
@@ -327,6 +338,7 @@ class ModelReport:
     bottleneck: Bottleneck
     skipped: tuple[tuple[str, str], ...] = ()
     order_source: str = "natural-sort"
+    order_confidence: str | None = None
     warnings: tuple[str, ...] = ()
     seconds: float | None = None
     activations: "ActivationReport | None" = None  # with --activations: the data-side profile

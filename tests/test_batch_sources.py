@@ -14,7 +14,10 @@ from cbn_inspect.records import Settings, ToleranceRule
 from cbn_inspect.report import settings_to_dict
 
 
-def touch(path: Path, data: bytes = b"x") -> Path:
+PICKLE = b"\x80\x02}q\x00."  # an empty dict: what a reader recognises by content (folders are sniffed)
+
+
+def touch(path: Path, data: bytes = PICKLE) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
@@ -23,16 +26,47 @@ def touch(path: Path, data: bytes = b"x") -> Path:
 def test_folder_is_searched_recursively_for_checkpoint_names(tmp_path):
     for name in ("a.safetensors", "sub/b.pt", "sub/deeper/c.pth", "d.bin", "e.ckpt", "f.onnx", "g.pth.tar"):
         touch(tmp_path / name)
-    for name in ("notes.txt", "config.json", ".hidden.pt", ".cache/x.safetensors", "image.png"):
+    for name in ("notes.txt", "config.json", "image.png"):
+        touch(tmp_path / name, b"x")
+    for name in (".hidden.pt", ".cache/x.safetensors"):
         touch(tmp_path / name)
-    found = [p.relative_to(tmp_path).as_posix() for p in walk_folder(tmp_path)]
+    skipped = []
+    found = [p.relative_to(tmp_path).as_posix() for p in walk_folder(tmp_path, skipped)]
     assert found == ["a.safetensors", "d.bin", "e.ckpt", "f.onnx", "g.pth.tar", "sub/b.pt", "sub/deeper/c.pth"]
+    assert sorted(Path(p).name for p, _ in skipped) == ["config.json", "image.png", "notes.txt"]
+    assert all("not a recognised checkpoint" in why for _, why in skipped)
+
+
+def test_folder_files_are_recognised_by_content_not_name(tmp_path):
+    import torch
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    torch.jit.save(torch.jit.script(Tiny()), str(tmp_path / "model.jit"))
+    touch(tmp_path / "detector.model", b"\x08\x07\x12\x04test")  # an ONNX ModelProto, any name
+    torch.save({"conv.weight": torch.zeros(4, 3, 3, 3)}, tmp_path / "weights.data")
+    touch(tmp_path / "README.md", b"# models")
+    touch(tmp_path / "blank.dat", b"")
+    touch(tmp_path / "broken.pt", b"")  # a checkpoint by name stays an item: its row says it is empty
+    skipped = []
+    found = sorted(p.name for p in walk_folder(tmp_path, skipped))
+    assert found == ["broken.pt", "detector.model", "model.jit", "weights.data"]
+    reasons = {Path(p).name: why for p, why in skipped}
+    assert set(reasons) == {"README.md", "blank.dat"} and reasons["blank.dat"] == "empty file"
+    assert "not a recognised checkpoint" in reasons["README.md"]
 
 
 def test_shards_listed_by_an_index_become_one_item(tmp_path):
-    touch(tmp_path / "m-1.safetensors")
-    touch(tmp_path / "m-2.safetensors")
-    touch(tmp_path / "other.safetensors")
+    header = b"\x02\x00\x00\x00\x00\x00\x00\x00{}"  # an empty safetensors file
+    touch(tmp_path / "m-1.safetensors", header)
+    touch(tmp_path / "m-2.safetensors", header)
+    touch(tmp_path / "other.safetensors", header)
     index = {"weight_map": {"a.weight": "m-1.safetensors", "b.weight": "m-2.safetensors"}}
     touch(tmp_path / "model.safetensors.index.json", json.dumps(index).encode())
     names = [p.name for p in walk_folder(tmp_path)]

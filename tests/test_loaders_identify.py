@@ -43,8 +43,8 @@ def test_unknown_state_dict_falls_back_to_the_default_grid(tmp_path):
     save_file({"conv1.weight": torch.randn(4, 3, 3, 3), "fc.weight": torch.randn(2, 4),
                "layer9.weight": torch.randn(4, 4, 3, 3)}, str(path))
     loaded = load(path)
-    assert loaded.order_source == "natural-sort"
+    assert loaded.order_source == "shapes"  # safetensors sorts its keys: a chain of channel counts (issue 12)
     assert all(layer.grid is None for layer in loaded.layers)
     assert any("architecture not identified" in n for n in loaded.source.notes)
     assert loaded.source.architecture is None
-    assert load(path, identify=False).source.notes == ()
+    assert not any("architecture" in n for n in load(path, identify=False).source.notes)

@@ -6,7 +6,7 @@ Pure: the caller hands in the weight tensor (loading it is the loader's business
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
@@ -20,20 +20,42 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
 
-def resolve_grid(layer: ConvLayer, settings: Settings) -> ConvLayer:
+def unit_axes(layers: Sequence[ConvLayer]) -> dict[int, frozenset[int]]:
+    """Per number of spatial axes: the axes on which every such layer's kernel has extent 1 (and stride 1),
+    while some other axis has a longer kernel -- 1-D convolutions stored as ``(k, 1)`` Conv2d, as audio models
+    do. The feature map has extent 1 there, so a default grid must be 1 on those axes, not 32."""
+    out: dict[int, frozenset[int]] = {}
+    for d in {layer.ndim for layer in layers}:
+        same = [layer for layer in layers if layer.ndim == d]
+        axes = frozenset(
+            j for j in range(d)
+            if all(layer.kernel_size[j] == 1 and (layer.stride is None or layer.stride[j if len(layer.stride) > 1 else 0] == 1)
+                   for layer in same)
+        )
+        if axes and any(layer.kernel_size[j] > 1 for layer in same for j in range(d) if j not in axes):
+            out[d] = axes
+    return out
+
+
+def resolve_grid(layer: ConvLayer, settings: Settings, unit: frozenset[int] = frozenset()) -> ConvLayer:
     """Fill the layer's grid by THEORY.md's order of preference: trace, metadata, user flag, default.
 
     The default is ``settings.default_grid`` on every spatial axis, raised to the kernel size where the
-    kernel is larger (a kernel as large as the grid is the full-size circular case).
+    kernel is larger (a kernel as large as the grid is the full-size circular case), and 1 on the ``unit``
+    axes (see :func:`unit_axes`); a one-number ``--grid`` also leaves the unit axes at 1.
     """
     if layer.grid is not None and layer.grid_source in ("trace", "metadata"):
         return layer
     d = layer.ndim
+    note = (f"kernel extent 1 on spatial axis {', '.join(str(j) for j in sorted(unit))} in every layer: "
+            "grid 1 there",) if unit else ()
     if settings.grid is not None:
-        grid = settings.grid if len(settings.grid) == d else (settings.grid[0],) * d
-        return dataclasses.replace(layer, grid=tuple(grid), grid_source="flag")
-    grid = tuple(max(settings.default_grid, k) for k in layer.kernel_size)
-    return dataclasses.replace(layer, grid=grid, grid_source="default")
+        if len(settings.grid) == d:
+            return dataclasses.replace(layer, grid=tuple(settings.grid), grid_source="flag")
+        grid = tuple(1 if j in unit else settings.grid[0] for j in range(d))
+        return dataclasses.replace(layer, grid=grid, grid_source="flag", notes=layer.notes + note)
+    grid = tuple(1 if j in unit else max(settings.default_grid, k) for j, k in enumerate(layer.kernel_size))
+    return dataclasses.replace(layer, grid=grid, grid_source="default", notes=layer.notes + note)
 
 
 def fold_batchnorm(weight: torch.Tensor, bn: BatchNormParams, *, transposed: bool, groups: int) -> torch.Tensor:
@@ -63,7 +85,7 @@ def analyze_layer(layer: ConvLayer, weight: torch.Tensor, settings: Settings) ->
         bad = int((~torch.isfinite(weight)).sum())
         return LayerReport(layer=layer, spectrum_grid=None, exact=False, metrics=None,
                            flags=("nonfinite",), notes=(f"{bad} NaN/Inf weights: layer not analysed",))
-    flags = []
+    flags = list(layer.flags)
     if layer.batchnorm is not None and settings.fold_batchnorm:
         weight = fold_batchnorm(weight.to(compute), layer.batchnorm, transposed=layer.transposed, groups=layer.groups)
         flags.append("batchnorm-folded")

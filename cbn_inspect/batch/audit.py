@@ -21,7 +21,7 @@ from .executors import DaskExecutor, Executor, LocalExecutor, default_jobs
 from .records import AuditItem, AuditRow, AuditTask
 from .sources import HashTimeout, content_hash, expand_sources, row_key, settings_hash
 from .worker import error_row
-from .store import ResultStore
+from .store import ResultStore, StreamStore
 
 
 class ProgressSink(Protocol):
@@ -141,7 +141,12 @@ def run_audit(
     def drop(row: AuditRow) -> bool:  # rows of this run's items that are computed again
         return (row.item, row.key) in wanted and (force or not row.final)
 
-    store = ResultStore(Path(out), drop=drop) if out is not None else None
+    if out is not None and str(out) == "-":
+        import sys
+
+        store = StreamStore(sys.stdout)  # JSONL on stdout, row by row; no resume from a stream
+    else:
+        store = ResultStore(Path(out), drop=drop) if out is not None else None
     try:
         done = store.done if store is not None else {}
         finished: dict[tuple[str, str], AuditRow] = {

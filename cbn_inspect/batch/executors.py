@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Iterator, Protocol, Sequence
 
-from ..errors import INTERNAL_ERROR_EXIT, ResourceLimitError, UsageError
+from ..errors import INTERNAL_ERROR_EXIT, MissingExtraError, ResourceLimitError, UsageError
 from .records import AuditRow, AuditTask
 from .worker import TRACE_ENV, configure_threads, error_row, run_task
 
@@ -279,7 +279,7 @@ class DaskExecutor:
         try:
             from distributed import Client
         except ImportError as exc:
-            raise UsageError("--executor dask needs the dask extra",
+            raise MissingExtraError("--executor dask needs the dask extra",
                              hint="pip install 'cbn-inspect[dask]'") from exc
         try:
             return Client(self.address, timeout=self.connect_timeout, set_as_default=False)

@@ -6,8 +6,11 @@ An argument is one of:
   wildcard must exist. No weights are downloaded here: the item is ``timm:NAME``, for the loaders.
 - ``@FILE`` or a file ending in ``.txt``/``.lst``/``.list``/``.manifest`` -- a manifest: one source per line,
   blank lines and ``#`` comments ignored, relative paths taken from the manifest's folder.
-- a folder -- searched recursively for checkpoint files (:data:`CHECKPOINT_SUFFIXES`); hidden entries are
-  skipped, and the shards a ``*.safetensors.index.json`` lists become one item, the index.
+- a folder -- searched recursively for checkpoint names (:data:`CHECKPOINT_SUFFIXES`) and, whatever the
+  name, for files a reader takes, recognised by content as ``report`` does (so a TorchScript ``.jit`` or an
+  ONNX file of any name is found; a README is not); hidden entries are ignored,
+  the rest are listed as skipped with the reason, and the shards a ``*.safetensors.index.json`` lists become
+  one item, the index.
 - any other path -- one item, whatever its name (the loaders recognise formats by their first bytes).
 
 Paths become absolute (so Dask workers with another working folder find them), duplicates are dropped and
@@ -71,12 +74,48 @@ def _shards(index: Path) -> set[Path]:
     return {(index.parent / name).absolute() for name in set(weight_map.values()) if isinstance(name, str)}
 
 
-def walk_folder(folder: Path) -> list[Path]:
-    """Checkpoint files under ``folder``, sorted; shards listed by an index are replaced by the index."""
+def sniff(path: Path) -> str | None:
+    """Why no reader takes ``path`` (None when one does), from its first bytes, as ``report`` decides."""
+    from ..errors import CbnError
+    from ..loaders import detect_format
+
+    try:
+        fmt = detect_format(path)
+    except CbnError as error:
+        return error.message.removeprefix(f"{path}: ")
+    except OSError as exc:
+        return f"cannot read ({exc.strerror or exc})"
+    if fmt == "pytorch-zip":
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as archive:
+                if not any(n.endswith("data.pkl") for n in archive.namelist()):
+                    return "a zip archive without a PyTorch data.pkl"
+        except (zipfile.BadZipFile, OSError) as exc:
+            return f"a damaged zip archive ({exc})"
+    return None
+
+
+def walk_folder(folder: Path, skipped: list[tuple[str, str]] | None = None) -> list[Path]:
+    """Files under ``folder`` with a checkpoint's name (:data:`CHECKPOINT_SUFFIXES`; a corrupt one becomes an
+    error row) or, whatever their name, content a reader takes (a TorchScript ``.jit``, an ONNX file), sorted; shards listed by an index are replaced by the index. Files no reader takes are
+    appended to ``skipped`` as (path, reason)."""
     found: list[Path] = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(root) / f for f in sorted(files) if not f.startswith(".") and is_checkpoint_name(f))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            path = Path(root) / name
+            if is_checkpoint_name(name):  # a checkpoint by name is an item even when corrupt: an error row
+                found.append(path)
+                continue
+            why = sniff(path) if path.is_file() else "not a regular file"
+            if why is None:
+                found.append(path)
+            elif skipped is not None:
+                skipped.append((str(path.absolute()), why))
     found = [p.absolute() for p in found]
     shards: set[Path] = set()
     for path in found:
@@ -100,7 +139,8 @@ def _manifest_lines(path: Path) -> Iterator[str]:
         yield at + (target if os.path.isabs(target) else str(path.parent / target))
 
 
-def _expand_one(arg: str, seen_manifests: set[Path], from_manifest: bool) -> Iterator[AuditItem]:
+def _expand_one(arg: str, seen_manifests: set[Path], from_manifest: bool,
+                skipped: list | None = None) -> Iterator[AuditItem]:
     if arg.startswith("timm:"):
         for name in expand_timm(arg[len("timm:"):]):
             yield AuditItem(f"timm:{name}", "timm", arg)
@@ -113,11 +153,11 @@ def _expand_one(arg: str, seen_manifests: set[Path], from_manifest: bool) -> Ite
             return
         seen_manifests.add(path)
         for line in _manifest_lines(path):
-            yield from _expand_one(line, seen_manifests, True)
+            yield from _expand_one(line, seen_manifests, True, skipped)
         return
     path = Path(arg)
     if path.is_dir():
-        for file in walk_folder(path):
+        for file in walk_folder(path, skipped):
             yield AuditItem(str(file), "file", arg)
     elif path.exists() or from_manifest:
         # a manifest may name a missing file: that item becomes an error row, not the end of the batch
@@ -126,12 +166,13 @@ def _expand_one(arg: str, seen_manifests: set[Path], from_manifest: bool) -> Ite
         raise UsageError(f"{arg}: no such file or folder")
 
 
-def expand_sources(args: Iterable[str]) -> list[AuditItem]:
-    """Every item the arguments name, in order, each once. Raises :class:`UsageError` before any work."""
+def expand_sources(args: Iterable[str], skipped: list[tuple[str, str]] | None = None) -> list[AuditItem]:
+    """Every item the arguments name, in order, each once. Raises :class:`UsageError` before any work.
+    Files of a folder that no reader takes go to ``skipped`` as (path, reason)."""
     items: dict[str, AuditItem] = {}
     seen_manifests: set[Path] = set()
     for arg in args:
-        for item in _expand_one(arg, seen_manifests, False):
+        for item in _expand_one(arg, seen_manifests, False, skipped):
             items.setdefault(item.source, item)
     return list(items.values())
 

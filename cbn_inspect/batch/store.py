@@ -115,3 +115,19 @@ class ResultStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class StreamStore:
+    """``--out -``: each row as one JSON line on a stream (stdout) as it finishes; nothing to resume from."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.done: dict = {}
+        self.dropped_lines = 0
+
+    def append(self, row: AuditRow) -> None:
+        self.stream.write(row_line(row))
+        self.stream.flush()
+
+    def close(self) -> None:
+        pass

@@ -101,38 +101,73 @@ class AuditSummary:
                 + f"; {computed} computed, {self.reused} from an earlier run; {self.seconds:.1f} s{rate}")
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        from ..report.terminal import short_names, shorten_middle
+
+        width = options.max_width
         common = _common_folder([r.item for r in self.rows])
-        title = f"cbn-inspect audit: {common}" if common else "cbn-inspect audit"
-        table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", expand=False)
-        table.add_column("item", overflow="fold", min_width=16)
-        table.add_column("layers", justify="right")
-        table.add_column("bottleneck", overflow="fold")
-        table.add_column("rank", justify="right")
-        table.add_column("type (deg:n)", overflow="fold")
-        table.add_column("strength", justify="right", no_wrap=True)
-        table.add_column("status", no_wrap=True)
-        failures = []
-        for row in self.rows:
+        title = f"cbn-inspect audit: {shorten_middle(common, width - 20)}" if common else "cbn-inspect audit"
+        ok = [r for r in self.rows if r.ok]
+        cells = []
+        for row in ok:
             flat = flatten_row(row)
             found = bool(flat["bottleneck_found"])
             b = (row.report or {}).get("bottleneck") or {}
-            table.add_row(
-                _short_item(row.item, common),
-                _cell(flat["layers"]),
-                f"{flat['bottleneck_start']}–{flat['bottleneck_end']}" if found else "–",
-                _cell(flat["rank"]),
-                " ".join(f"{k}:{v}" for k, v in (b.get("degree_counts") or {}).items()) if found else "–",
-                f"{flat['strength']:.2f} {flat['strength_label']}" if found and flat["strength"] is not None
-                else ("none" if row.ok else "–"),
-                Text("ok", style="green") if row.ok else Text(row.error_kind or "error", style="red"),
-            )
-            if not row.ok:
+            cells.append({
+                "item": _short_item(row.item, common),
+                "layers": _cell(flat["layers"]),
+                "bottleneck": f"{flat['bottleneck_start']}–{flat['bottleneck_end']}" if found else "–",
+                "rank": _cell(flat["rank"]),
+                "type": " ".join(f"{k}:{v}" for k, v in (b.get("degree_counts") or {}).items()) if found else "–",
+                "strength": (f"{flat['strength']:.2f} {flat['strength_label']}"
+                             if found and flat["strength"] is not None else "none"),
+            })
+        widths = fit_columns(cells, width)
+        table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", expand=False, pad_edge=False,
+                      padding=0, show_edge=False)
+        heads = {"type": "type (deg:n)"}
+        for name, size in widths.items():
+            table.add_column(heads.get(name, name) if len(heads.get(name, name)) <= size else name, no_wrap=True,
+                             justify="right" if name in ("layers", "rank", "strength") else "left",
+                             min_width=min(size, len(name)), max_width=size)
+        shortened = {name: short_names([c[name] for c in cells], size) for name, size in widths.items()}
+        for i in range(len(cells)):
+            table.add_row(*(shortened[name][i] for name in widths))
+        failed = [r for r in self.rows if not r.ok]
+        parts: list = [table] if cells else []
+        if failed:
+            parts.append(Text(f"failed ({len(failed)}):", style="bold red"))
+            names = short_names([_short_item(r.item, common) for r in failed], max(16, width // 2))
+            for name, row in zip(names, failed):
                 message = (row.error_message or "").removeprefix(f"{row.item}: ")
-                failures.append(Text(f"  {_short_item(row.item, common)}: {message}", style="red"))
-        parts = [table]
-        if failures:
-            parts += [Text("failed:", style="bold red"), *failures]
+                parts.append(Text(f"  {name}: {row.error_kind or 'error'}: {message}", style="red"))
         yield Group(*parts, Text(self.totals(), style="bold"))
+
+
+COLUMN_MIN = {"item": 12, "layers": 6, "bottleneck": 9, "rank": 4, "type": 7, "strength": 8}
+
+
+def fit_columns(cells: Sequence[dict[str, str]], width: int) -> dict[str, int]:
+    """Column widths that fit ``width`` without breaking a word: a long item name is cut in the middle to 24
+    characters first, then the type column is dropped (it is in the JSONL and CSV), then item and bottleneck
+    are cut in the middle, down to a minimum."""
+    order = ("item", "layers", "bottleneck", "rank", "type", "strength")
+    natural = {name: max([len(name)] + [len(c[name]) for c in cells]) for name in order}
+    natural["type"] = max(natural["type"], len("type (deg:n)")) if natural["type"] > 4 else natural["type"]
+    columns = dict(natural)
+
+    def total(cols: dict[str, int]) -> int:
+        return sum(cols.values()) + len(cols) - 1
+
+    excess = total(columns) - width
+    if excess > 0:  # first give up some of a long item name, keeping 24 characters of it
+        columns["item"] = max(min(columns["item"], 24), columns["item"] - excess)
+    if total(columns) > width:
+        columns.pop("type")
+    for name in ("item", "bottleneck"):
+        excess = total(columns) - width
+        if excess > 0:
+            columns[name] = max(COLUMN_MIN[name], columns[name] - excess)
+    return columns
 
 
 def _cell(value: Any) -> str:

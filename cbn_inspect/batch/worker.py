@@ -57,8 +57,10 @@ def run_task(task: AuditTask) -> AuditRow:
     if task.threads:
         configure_threads(task.threads)
     try:
+        content = task.key.split(":", 1)[0]
+        known = content if task.item.kind == "file" and not content.startswith("unreadable") else None
         report = inspect_source(task.item.source, task.settings, trust_code=task.trust_code,
-                                key=task.checkpoint_key, activations=task.activations)
+                                key=task.checkpoint_key, activations=task.activations, sha256=known)
         data = report_to_dict(report)
     except CbnError as error:
         _trace(task.item.source)

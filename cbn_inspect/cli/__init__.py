@@ -28,9 +28,21 @@ def _commands() -> set[str]:
     return names
 
 
+def _mistyped(word: str, commands: set[str]) -> bool:
+    """A first argument that is no path, looks like a word and is close to a subcommand: ``reprot``."""
+    import difflib
+    import os
+
+    if word.startswith("-") or ":" in word or os.sep in word or "." in word or "@" in word or os.path.exists(word):
+        return False
+    return bool(difflib.get_close_matches(word, sorted(commands), n=1, cutoff=0.6))
+
+
 def route(argv: list[str]) -> list[str]:
-    """Insert the default subcommand ``report`` unless the first argument names a subcommand."""
-    if argv and argv[0] not in _commands() and argv[0] not in _PASSTHROUGH:
+    """Insert the default subcommand ``report`` unless the first argument names a subcommand (or is a
+    mistyped one: that stays, so the group can say "no such command 'reprot'; did you mean 'report'?")."""
+    commands = _commands()
+    if argv and argv[0] not in commands and argv[0] not in _PASSTHROUGH and not _mistyped(argv[0], commands):
         return ["report", *argv]
     return argv
 

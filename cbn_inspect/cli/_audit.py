@@ -17,7 +17,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
                            TimeRemainingColumn)
 
 from ..errors import SOME_ITEMS_FAILED_EXIT, UsageError
-from ._app import Metric, Precision, Rule, app, guarded, stderr
+from ._app import Metric, Precision, Rule, app, guarded, stderr, warn
 from ._options import (
     DegreeOption, DeviceOption, FoldBnOption, GridOption, KeyOption, LayersOption, MaxUtilisationOption,
     MaxLayersOption, MaxMemoryOption, MemoryBudgetOption,
@@ -28,8 +28,8 @@ from ._options import (
 )
 
 EPILOG = f"""
-**Sources**: checkpoint files; folders (searched recursively for .safetensors, .pt, .pth, .bin, .ckpt, .onnx
-and sharded-safetensors indexes); `timm:PATTERN` (`timm:resnet*`); manifests (`@FILE`, or a .txt/.lst file:
+**Sources**: checkpoint files; folders (searched recursively; every file a reader takes, recognised by its
+content, not its name: safetensors and their indexes, PyTorch, TorchScript, ONNX; the rest is listed as skipped); `timm:PATTERN` (`timm:resnet*`); manifests (`@FILE`, or a .txt/.lst file:
 one source per line).
 
 **Examples**
@@ -81,7 +81,7 @@ class _RichProgress:
 @guarded
 def audit_command(
     sources: Annotated[list[str], typer.Argument(help="Files, folders, timm:PATTERN, @manifest files.", show_default=False)],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE.jsonl", help="One JSON line per item, written as each finishes; re-running with the same file resumes.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE.jsonl", help="One JSON line per item, written as each finishes; re-running with the same file resumes. `-`: the lines go to stdout as they finish (the summary table to stderr; no resume).")] = None,
     csv_out: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE", help="A CSV of the summary columns, for spreadsheets.")] = None,
     html_out: Annotated[Optional[Path], typer.Option("--html", metavar="FILE", help="A self-contained HTML overview: one row per model (call, rank, strength, profile picture), failures listed.")] = None,
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Worker processes (default: the machine's cores).")] = None,
@@ -125,10 +125,17 @@ def audit_command(
                               max_memory=max_memory, max_layers=max_layers)
     activation_settings = build_activation_settings(activations, activation_side, center, batch_size, max_inputs,
                                                     seed, mean, std, interpolation, device)
-    items = expand_sources(sources)
+    if spectra and out is None:
+        warn("--spectra does nothing without --out: the spectra only go into the JSONL rows")
+    skipped: list[tuple[str, str]] = []
+    items = expand_sources(sources, skipped=skipped)
+    if skipped and not quiet:
+        stderr.print(f"skipped {len(skipped)} file(s) that no reader takes:", markup=False, style="dim")
+        for path, why in skipped:
+            stderr.print(f"  {path}: {why}", markup=False, highlight=False, style="dim")
     if not items:
         raise UsageError("no checkpoints found in the sources given",
-                         hint="folders are searched for .safetensors, .pt, .pth, .bin, .ckpt, .onnx")
+                         hint="folder files are recognised by content: safetensors, PyTorch, TorchScript, ONNX")
     progress = None if quiet else _RichProgress(stderr)
     try:
         result = run_audit(settings=settings, items=items, out=out, force=force, executor=executor.value,
@@ -150,7 +157,8 @@ def audit_command(
         except OSError as exc:
             raise UsageError(f"--html {html_out}: cannot write ({exc.strerror or exc})") from exc
     if not quiet:
-        Console(highlight=False).print(AuditSummary(result.rows, reused=result.reused, seconds=result.seconds))
+        table_console = stderr if str(out) == "-" else Console(highlight=False)  # stdout holds the JSONL
+        table_console.print(AuditSummary(result.rows, reused=result.reused, seconds=result.seconds))
         if result.repaired_lines:
             stderr.print(f"{out}: {result.repaired_lines} line(s) dropped on resume (partial, invalid or "
                          "recomputed)", style="dim")

@@ -16,10 +16,17 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from .._version import SCHEMA_VERSION, __version__
+from ..errors import CbnError
 from ..loaders import load
+from ..report.json_report import error_to_dict
 from ..records import ConvLayer, LoadedModel
 from ._app import app, guarded
-from ._options import ArchOption, InputSizeOption, KeyOption, TrustCodeOption
+from ._app import OnnxBranch
+from ._options import ArchOption, InputSizeOption, KeyOption, OnnxBranchOption, TrustCodeOption
+
+
+GRID_MARK = {"metadata": "m", "flag": "f"}  # short marks keep the table within 80 columns; explained below it
 
 
 def _axes(values) -> str:
@@ -42,13 +49,19 @@ def layer_row(layer: ConvLayer) -> dict:
         "geometry_source": layer.geometry_source,
         "dtype": layer.dtype,
         "notes": list(layer.notes),
+        "flags": list(layer.flags),
+        "branch": layer.branch,
     }
 
 
 def listing(loaded: LoadedModel) -> dict:
+    """The ``layers --json`` document; ``schema_version`` and ``tool`` as in the report."""
     return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "cbn-inspect", "version": __version__},
         "source": {"path": loaded.source.path, "format": loaded.source.format},
         "order_source": loaded.order_source,
+        "order_confidence": loaded.confidence,
         "layers": [layer_row(layer) for layer in loaded.layers],
         "skipped": [{"name": n, "reason": r} for n, r in loaded.skipped],
         "notes": list(loaded.source.notes),
@@ -61,7 +74,7 @@ def _table(loaded: LoadedModel, width: int = 80) -> Table:
     for layer in loaded.layers:
         grid = _axes(layer.grid) if layer.grid else "default"
         if layer.grid and layer.grid_source != "trace":
-            grid += f" ({layer.grid_source})"
+            grid += f" ({GRID_MARK.get(layer.grid_source, layer.grid_source)})"
         rows.append((str(layer.order), layer.name, layer.kind.replace("conv_transpose", "convT"),
                      _axes(layer.shape), str(layer.groups),
                      _axes(layer.stride or (1,) * layer.ndim) + ("" if layer.geometry_source != "assumed" else "?"), grid,
@@ -88,18 +101,28 @@ def layers_command(
     input_size: InputSizeOption = None,
     trust_code: TrustCodeOption = False,
     key: KeyOption = None,
+    onnx_branch: OnnxBranchOption = OnnxBranch.then,
 ) -> None:
     """List the conv layers found (name, kind, shape, groups, stride, grid, dtype, notes); no spectra."""
-    loaded = load(source, trust_code=trust_code, key=key, fold_batchnorm=False, arch=arch,
-                  input_size=input_size)
+    try:
+        loaded = load(source, trust_code=trust_code, key=key, fold_batchnorm=False, arch=arch,
+                      input_size=input_size, onnx_branch=onnx_branch.value)
+    except CbnError as error:
+        if json_out == "-":
+            sys.stdout.write(json.dumps(error_to_dict(error), indent=2) + "\n")
+        raise
     data = listing(loaded)
     if json_out == "-":
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
     console = Console(highlight=False)
     console.print(f"{loaded.source.path} ({loaded.source.format}): {len(loaded.layers)} conv layers, "
-                  f"order: {loaded.order_source}", markup=False)
+                  f"order: {loaded.order_source} ({loaded.confidence} confidence)", markup=False)
     console.print(_table(loaded, console.width))
+    marks = {layer.grid_source for layer in loaded.layers if layer.grid and layer.grid_source in GRID_MARK}
+    if marks:
+        console.print("grid: " + ", ".join(f"({GRID_MARK[m]}) from {'the file' if m == 'metadata' else '--grid'}"
+                                           for m in sorted(marks)) + "; unmarked: traced", markup=False, style="dim")
     if any(layer.notes for layer in loaded.layers):
         console.print("* notes:", markup=False, style="dim")
     for layer in loaded.layers:

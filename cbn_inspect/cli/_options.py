@@ -14,7 +14,7 @@ from ..errors import UsageError
 from ..loaders import parse_grid
 from ..activations.inputs import INTERPOLATIONS
 from ..records import ACTIVATION_SIDES, ActivationSettings, Settings, ToleranceRule
-from ._app import Metric, Precision, Rule
+from ._app import Metric, OnnxBranch, Precision, Rule
 
 DEFAULT_TOLERANCE = {"relative": 0.1, "absolute": 0.1, "gap": 10.0, "energy": 0.99}
 
@@ -35,6 +35,7 @@ InputSizeOption = Annotated[Optional[str], typer.Option("--input-size", metavar=
 MemoryBudgetOption = Annotated[int, typer.Option("--memory-budget", metavar="MB", min=1, help="Working memory for one layer's per-frequency matrices; big layers are split into chunks of frequencies to fit. Results do not depend on it.")]
 MaxMemoryOption = Annotated[Optional[int], typer.Option("--max-memory", metavar="MB", min=64, help="Refuse (exit 7), before allocating, a file whose declared tensors or a layer whose analysis (grid x channels x frequencies) would take this process past MB of memory. Default: half the physical memory.")]
 MaxLayersOption = Annotated[int, typer.Option("--max-layers", metavar="N", min=1, help="Refuse (exit 7) a source with more than N conv layers selected.")]
+OnnxBranchOption = Annotated[OnnxBranch, typer.Option("--onnx-branch", help="Which body of each ONNX If node to analyse: the two are alternatives, never one chain (the other is named in a note).")]
 MaxUtilisationOption = Annotated[float, typer.Option("--max-utilisation", help="Largest share of capacity a bottleneck layer may use.")]
 
 

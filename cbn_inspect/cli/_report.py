@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -11,13 +12,14 @@ import typer
 from rich.console import Console
 
 from .._limits import hard_deadline
-from ..errors import UsageError
+from ..errors import CbnError, UsageError
 from ..inspect import inspect_source
 from ..report import TerminalReport, to_json
-from ._app import Metric, Precision, Rule, app, guarded, stderr
-from ._progress import batch_progress
+from ..report.json_report import error_to_dict
+from ._app import Metric, OnnxBranch, Precision, Rule, app, guarded, stderr, warn
+from ._progress import LayerProgress, batch_progress
 from ._options import (
-    ArchOption, InputSizeOption,
+    ArchOption, InputSizeOption, OnnxBranchOption,
     DegreeOption, DeviceOption, FoldBnOption, GridOption, KeyOption, LayersOption, MaxUtilisationOption,
     MaxLayersOption, MaxMemoryOption, MemoryBudgetOption,
     MinGapOption, PrecisionOption, SpectraOption, TolValueOption, ToleranceOption, TrustCodeOption,
@@ -42,8 +44,38 @@ EPILOG = """
 
 Exit codes: 0 ok, 2 usage, 3 unreadable input, 4 no conv layers, 5 unsafe content refused, 6 analysis
 error, 7 resource limit (--max-memory, --max-layers, --timeout), 10 an optional extra is missing (--plot
-needs matplotlib), 11 --activations without an executable architecture, 70 internal error.
+needs matplotlib), 11 --activations without an executable architecture, 70 internal error. With `--json -`
+a failure also writes a JSON object `{"error": {"kind", "message", "hint", "exit_code"}}` to stdout.
 """
+
+
+def _report(source, *, json_out, spectra, plot, html, quiet, settings, activation_settings, trust_code, key, arch,
+            input_size, onnx_branch, timeout):
+    """Load and analyse (with activations, pictures and the time budget as asked) and return the report."""
+    if spectra and not json_out:
+        warn("--spectra does nothing without --json: the spectra only go into the JSON report")
+    if plot is not None:  # fail before the analysis, not after it
+        from ..report.figures import figure_format, require_matplotlib
+
+        figure_format(plot)
+        require_matplotlib()
+    pictures = plot is not None or html is not None
+    # The figures colour singular values by degree, so they need the spectra; the JSON gets them only with --spectra.
+    deadline = hard_deadline(timeout, source)
+    try:
+        with LayerProgress(stderr, enabled=not quiet) as progress, \
+                batch_progress(enabled=activation_settings is not None and not quiet) as batches:
+            report = inspect_source(source, replace(settings, keep_spectra=True) if pictures else settings,
+                                    trust_code=trust_code, key=key, arch=arch, input_size=input_size,
+                                    onnx_branch=onnx_branch, progress=progress,
+                                    activations=activation_settings, activation_progress=batches)
+    finally:
+        if deadline is not None:
+            deadline.cancel()
+    if pictures:
+        _write_pictures(report, plot, html)
+        report = replace(report, settings=settings) if not spectra else report
+    return report
 
 
 @app.command("report", epilog=EPILOG)
@@ -63,6 +95,7 @@ def report_command(
     key: KeyOption = None,
     arch: ArchOption = None,
     input_size: InputSizeOption = None,
+    onnx_branch: OnnxBranchOption = OnnxBranch.then,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for the analysis (default: the cores available); each runs single-threaded kernels.")] = None,
     device: DeviceOption = "cpu",
     min_gap: MinGapOption = 10.0,
@@ -85,30 +118,19 @@ def report_command(
     quiet: QuietOption = False,
 ) -> None:
     """Analyse one checkpoint: per-frequency spectra of every conv layer and the bottleneck they form."""
-    settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, spectra,
-                              device, min_gap, max_utilisation, threads=threads, memory_budget=memory_budget,
-                              max_memory=max_memory, max_layers=max_layers, timeout=timeout)
-    activation_settings = build_activation_settings(activations, activation_side, center, batch_size, max_inputs,
-                                                    seed, mean, std, interpolation, device)
-    if plot is not None:  # fail before the analysis, not after it
-        from ..report.figures import figure_format, require_matplotlib
-
-        figure_format(plot)
-        require_matplotlib()
-    pictures = plot is not None or html is not None
-    # The figures colour singular values by degree, so they need the spectra; the JSON gets them only with --spectra.
-    deadline = hard_deadline(timeout, source)
     try:
-        with batch_progress(enabled=activation_settings is not None and not quiet) as progress:
-            report = inspect_source(source, replace(settings, keep_spectra=True) if pictures else settings,
-                                    trust_code=trust_code, key=key, arch=arch, input_size=input_size,
-                                    activations=activation_settings, progress=progress)
-    finally:
-        if deadline is not None:
-            deadline.cancel()
-    if pictures:
-        _write_pictures(report, plot, html)
-        report = replace(report, settings=settings) if not spectra else report
+        settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, spectra,
+                                  device, min_gap, max_utilisation, threads=threads, memory_budget=memory_budget,
+                                  max_memory=max_memory, max_layers=max_layers, timeout=timeout)
+        activation_settings = build_activation_settings(activations, activation_side, center, batch_size,
+                                                        max_inputs, seed, mean, std, interpolation, device)
+        report = _report(source, json_out=json_out, spectra=spectra, plot=plot, html=html, quiet=quiet,
+                         settings=settings, activation_settings=activation_settings, trust_code=trust_code, key=key,
+                         arch=arch, input_size=input_size, onnx_branch=onnx_branch.value, timeout=timeout)
+    except CbnError as error:
+        if json_out == "-":  # a script reading stdout gets JSON either way
+            sys.stdout.write(json.dumps(error_to_dict(error), indent=2) + "\n")
+        raise
     if json_out == "-":
         sys.stdout.write(to_json(report) + "\n")
         return

@@ -94,12 +94,14 @@ def load(
     input_size: str | tuple[int, ...] | None = None,
     identify: bool = True,
     max_memory_mb: int | None = None,
+    onnx_branch: str = "then",
 ) -> LoadedModel:
     """Read a source's conv layers without computing spectra. Weights stay lazy where the format allows.
 
     ``arch`` (``timm:NAME``) analyses a file's weights in that architecture's geometry; ``input_size``
     (``N``, ``HxW`` or ``CxHxW``) overrides the input size traced; ``identify=False`` skips matching a bare
-    state dict against timm's registry. ``max_memory_mb`` bounds what a file may declare (storages,
+    state dict against timm's registry; ``onnx_branch`` (``then``/``else``) picks the body of every ONNX
+    ``If`` node that is analysed (the two are alternatives). ``max_memory_mb`` bounds what a file may declare (storages,
     tensor views) before anything is allocated (default: :func:`._policy.default_max_memory_mb`).
     What may execute is decided in :mod:`._policy`: nothing from the file without ``trust_code``.
     """
@@ -128,7 +130,7 @@ def load(
         if fmt == "onnx":
             from ._onnx import read_onnx
 
-            return read_onnx(path, fold_batchnorm=fold_batchnorm)
+            return read_onnx(path, fold_batchnorm=fold_batchnorm, input_size=size, branch=onnx_branch)
         from ._torchscript import read_torchscript
 
         return read_torchscript(path, size=size, fold_batchnorm=fold_batchnorm, trust_code=trust_code,
@@ -185,7 +187,8 @@ def _with_architecture(entries, info, arch, config, size, fold_batchnorm, identi
         info = dataclasses.replace(info, notes=info.notes + (f"architecture not identified: {found.reason}",))
     elif size is not None:
         raise UsageError("--input-size needs an architecture: pass --arch timm:NAME for a bare state dict")
-    return build_model(entries, info, fold_batchnorm=fold_batchnorm)
+    order = "file" if info.format == "pytorch" else "shapes" if info.format.startswith("safetensors") else "natural"
+    return build_model(entries, info, fold_batchnorm=fold_batchnorm, order=order)
 
 
 def _note(loaded: LoadedModel, note: str) -> LoadedModel:

@@ -2,10 +2,15 @@
 
 Weights come from initializers or ``Constant`` nodes (in the node's graph or any enclosing one); strides,
 pads, dilations and groups from the node's attributes (declared by the file: ``geometry_source`` is
-``metadata``); grids from ONNX shape inference where the model declares its input shapes. ONNX pads with
-zeros. Order is the graph's node order (topologically sorted by the ONNX spec; subgraph nodes where their
-parent node stands). A ``BatchNormalization`` whose input is a conv's output is folded in. Quantised convs
-(``ConvInteger``, ``QLinearConv``) and convs whose weight is computed at run time are listed as skipped.
+``metadata``); grids from ONNX shape inference, after ``--input-size`` has fixed any dynamic input axes. A
+conv pads with zeros, unless explicit padding in front of it says otherwise (a ``Pad`` node, or the
+``Slice`` + ``Concat`` pattern of circular padding: :mod:`._onnx_graph`), in which case it is analysed on
+the unpadded grid with that padding mode. Order is execution order (the graph's topological order; subgraph
+nodes where their parent node stands); of an ``If`` node's two bodies only the one ``branch`` names is
+analysed, since they are alternatives, and the other is named in a note. A ``BatchNormalization`` whose
+input is a conv's output is folded in. Quantised convs (``ConvInteger``, ``QLinearConv``, ``DequantizeLinear``
+in front of a ``Conv``) are dequantised and flagged ``quantised``; convs whose weight is computed at run time
+are listed as skipped.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import UnreadableInputError, UsageError
+from ..errors import MissingExtraError, UnreadableInputError, UsageError
 from ..records import BatchNormParams, ConvLayer, LoadedModel, SourceInfo
+from ._onnx_graph import quantised_weight, unpad
 
 QUANTISED = {"ConvInteger": "integer conv", "QLinearConv": "quantised (QLinearConv) conv"}
+CONV_OPS = ("Conv", "ConvTranspose", *QUANTISED)
 
 
 @dataclass(frozen=True)
@@ -43,44 +50,163 @@ def _import_onnx():
     try:
         import onnx
     except ImportError as exc:
-        raise UsageError("reading ONNX needs the onnx package", hint="pip install 'cbn-inspect[onnx]'") from exc
+        raise MissingExtraError("reading ONNX needs the onnx package", hint="pip install 'cbn-inspect[onnx]'") from exc
     return onnx
 
 
-def _walk(graph: Any, scope: dict[str, Any], path: str) -> Iterator[tuple[Any, dict[str, Any], str]]:
-    """Every node with the constants visible to it, descending into subgraph attributes in place."""
+def _topological(graph: Any, outer: set[str]) -> list[Any]:
+    """The graph's nodes in execution order: the file's order where it is already topological (the spec asks
+    for it), otherwise a stable topological sort (a node runs once all the values it reads exist)."""
+    nodes = list(graph.node)
+    known = set(outer) | {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    ready, out, pending = set(known), [], list(nodes)
+    while pending:
+        progressed = False
+        rest = []
+        for node in pending:
+            if all(name in ready for name in node.input):
+                out.append(node)
+                ready.update(node.output)
+                progressed = True
+            else:
+                rest.append(node)
+        if not progressed:  # inputs from an enclosing scope we do not track, or a cycle: keep the file's order
+            out.extend(rest)
+            break
+        pending = rest
+    return out
+
+
+@dataclass
+class _Walk:
+    """What the walk over (sub)graphs collects: constants seen, producers and consumers of every value, and the
+    ``If`` branches it chose and left out."""
+
+    branch: str = "then"
+    producers: dict[str, Any] = dataclasses.field(default_factory=dict)
+    consumers: dict[str, list] = dataclasses.field(default_factory=dict)
+    left_out: list[str] = dataclasses.field(default_factory=list)
+
+
+def _index(graph: Any, walk: _Walk) -> None:
+    """Producers and consumers of every value, over every graph (both branches of each If too)."""
+    for node in graph.node:
+        for name in node.output:
+            walk.producers.setdefault(name, node)
+        for name in node.input:
+            walk.consumers.setdefault(name, []).append(node)
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                _index(sub, walk)
+
+
+def _count_convs(graph: Any) -> int:
+    total = 0
+    for node in graph.node:
+        total += node.op_type in CONV_OPS
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                total += _count_convs(sub)
+    return total
+
+
+def _walk(graph: Any, scope: dict[str, Any], path: str, walk: _Walk, branch: str | None,
+          outer: set[str]) -> Iterator[tuple[Any, dict[str, Any], str, str | None]]:
+    """Every node in execution order with the constants visible to it and the If branch it lies in.
+
+    Subgraphs are visited where their parent node stands. An ``If`` has two alternative bodies: only the one
+    ``walk.branch`` names is visited (the other is recorded in ``walk.left_out``), never both in a row.
+    """
     from onnx import AttributeProto
 
     scope = dict(scope)
     for init in graph.initializer:
         scope[init.name] = init
-    for node in graph.node:
+    visible = set(outer) | set(scope)
+    for node in _topological(graph, visible):
         if node.op_type == "Constant" and node.output:
             for attr in node.attribute:
                 if attr.name == "value" and attr.type == AttributeProto.TENSOR:
                     scope[node.output[0]] = attr.t
-        yield node, scope, path
+        yield node, scope, path, branch
+        visible.update(node.output)
+        label = node.name or node.op_type
+        if node.op_type == "If":
+            bodies = {a.name: a.g for a in node.attribute if a.type == AttributeProto.GRAPH}
+            chosen = f"{walk.branch}_branch"
+            other = "else_branch" if chosen == "then_branch" else "then_branch"
+            if other in bodies and _count_convs(bodies[other]):
+                walk.left_out.append(
+                    f"If node {path}{label}: analysed its {chosen} ({_count_convs(bodies.get(chosen)) if chosen in bodies else 0} "
+                    f"conv layers); its {other} ({_count_convs(bodies[other])} conv layers) is an alternative, "
+                    f"not a continuation (--onnx-branch {other.split('_')[0]} analyses it instead)")
+            if chosen in bodies:
+                where = f"{path}{label}.{chosen}"
+                yield from _walk(bodies[chosen], scope, where + "/", walk, where, visible)
+            continue
         for attr in node.attribute:
             subgraphs = [attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs)
             for i, sub in enumerate(subgraphs):
-                label = f"{path}{node.name or node.op_type}.{attr.name}{i if len(subgraphs) > 1 else ''}/"
-                yield from _walk(sub, scope, label)
+                where = f"{path}{label}.{attr.name}{i if len(subgraphs) > 1 else ''}"
+                yield from _walk(sub, scope, where + "/", walk, branch, visible)
+
+
+def _fix_inputs(model: Any, size: tuple[int, ...] | None) -> list[str]:
+    """Give the model's dynamic input axes the size ``--input-size`` names (batch 1), in place; notes."""
+    if size is None:
+        return []
+    inits = {i.name for i in model.graph.initializer}
+    notes = []
+    main_done = False  # the size is the first fitting input's (the image, the audio); other inputs keep theirs
+    for value in model.graph.input:
+        if value.name in inits or not value.type.HasField("tensor_type"):
+            continue
+        dims = value.type.tensor_type.shape.dim
+        rank = len(dims)
+        if rank < 2:
+            continue
+        want: dict[int, int] = {}
+        if main_done:
+            pass
+        elif rank == len(size) + 2 or (rank == 2 and len(size) == 1):
+            want = {rank - len(size) + i: v for i, v in enumerate(size)}
+        elif rank == len(size) + 1:
+            want = {1 + i: v for i, v in enumerate(size)}
+        main_done = main_done or bool(want)
+        before = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?") for d in dims]
+        for axis, dim in enumerate(dims):
+            static = dim.HasField("dim_value") and dim.dim_value > 0
+            if axis in want:
+                dim.Clear()
+                dim.dim_value = int(want[axis])
+            elif not static:
+                dim.Clear()
+                dim.dim_value = 1  # batch and other free axes
+        after = [d.dim_value for d in dims]
+        if before != after:
+            notes.append(f"input {value.name}: shape {before} fixed to {after} for shape inference"
+                         + (" (--input-size)" if want else " (free axes set to 1)"))
+    return notes
 
 
 def _shapes(model: Any) -> dict[str, tuple[int | None, ...]]:
     """Shapes of every value ONNX shape inference could determine (all graphs); None for a symbolic axis."""
     onnx = _import_onnx()
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # inference is best effort: no grids then, and the report says so
-        inferred = model
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model)
+        except Exception:
+            inferred = model
     out: dict[str, tuple[int, ...]] = {}
 
     def visit(graph):
         for value in list(graph.input) + list(graph.value_info) + list(graph.output):
             dims = value.type.tensor_type.shape.dim
             if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
-                out[value.name] = tuple(int(d.dim_value) if d.HasField("dim_value") else None for d in dims)
+                out[value.name] = tuple(int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None
+                                        for d in dims)
         for node in graph.node:
             for attr in node.attribute:
                 for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
@@ -96,23 +222,62 @@ def _attrs(node: Any) -> dict[str, Any]:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def read_onnx(path: Path, *, fold_batchnorm: bool) -> LoadedModel:
+def _spatial(shape: tuple | None, d: int) -> tuple[int, ...] | None:
+    return tuple(shape[2:]) if shape and len(shape) == d + 2 and None not in shape[2:] else None
+
+
+def _padding(node, attrs, dims, walk, scope, shapes) -> tuple[str, tuple[int, ...] | None, str | None, list[str]]:
+    """(padding mode, grid, value whose shape is the grid, notes) of a conv, explicit padding in front folded in."""
+    d = len(dims) - 2
+    own = list(attrs.get("pads", [0] * 2 * d))
+    auto = _text(attrs.get("auto_pad", "NOTSET"))
+    notes = []
+    if auto != "NOTSET":
+        notes.append(f"auto_pad {auto}")
+    elif any(own):
+        notes.append(f"pads {own}")
+    found = None if node.op_type == "ConvTranspose" else unpad(node.input[0], walk.producers, scope, shapes, d + 2)
+    if found is None:
+        return "zeros", _spatial(shapes.get(node.input[0]), d), node.input[0], notes
+    if any(own) or auto not in ("NOTSET", "VALID"):
+        notes.append(f"{found.how} in front, and padding of its own: analysed on the padded grid")
+        return "zeros", _spatial(shapes.get(node.input[0]), d), node.input[0], notes
+    dilation = list(attrs.get("dilations", [1] * d))
+    full = all(a + b == r * (k - 1) for (a, b), r, k in zip(found.pads, dilation, dims[2:]))
+    pads = " ".join(f"{a}+{b}" for a, b in found.pads)
+    if found.mode == "circular" and not full:
+        notes.append(f"{found.how} of {pads} in front, not the kernel's extent - 1: analysed on the padded grid")
+        return "zeros", _spatial(shapes.get(node.input[0]), d), node.input[0], notes
+    notes.append(f"{found.how} ({pads} per axis) folded in: analysed on the unpadded grid")
+    return found.mode, _spatial(shapes.get(found.source), d), found.source, notes
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def read_onnx(path: Path, *, fold_batchnorm: bool, input_size: tuple[int, ...] | None = None,
+              branch: str = "then") -> LoadedModel:
+    """Conv layers of an ONNX model in execution order; ``input_size`` fixes dynamic input axes for shape
+    inference; ``branch`` (``then``/``else``) names the body of every ``If`` node that is analysed."""
     onnx = _import_onnx()
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # protobuf DecodeError, missing external data, ...
         raise UnreadableInputError(f"{path}: not a readable ONNX model ({' '.join(str(exc).split())[:160]})") from exc
+    if branch not in ("then", "else"):
+        raise UsageError(f"--onnx-branch {branch!r}: use then or else")
+    size_notes = _fix_inputs(model, input_size)
     shapes = _shapes(model)
     metadata = {p.key: p.value for p in model.metadata_props}
     layers: list[ConvLayer] = []
     skipped: list[tuple[str, str]] = []
     by_output: dict[str, int] = {}
     missing_grid = 0
-    for node, scope, where in _walk(model.graph, {}, ""):
+    walk = _Walk(branch=branch)
+    _index(model.graph, walk)
+    for node, scope, where, in_branch in _walk(model.graph, {}, "", walk, None, set()):
         name = where + (node.name or f"{node.op_type}_{len(layers) + len(skipped)}")
-        if node.op_type in QUANTISED:
-            skipped.append((name, f"{QUANTISED[node.op_type]}: quantised weights are not analysed"))
-            continue
         if node.op_type == "BatchNormalization" and fold_batchnorm and node.input[0] in by_output:
             index = by_output.pop(node.input[0])
             gamma, var = scope.get(node.input[1]), scope.get(node.input[4])
@@ -122,40 +287,53 @@ def read_onnx(path: Path, *, fold_batchnorm: bool) -> LoadedModel:
                                      running_var=OnnxWeight(var).load(), eps=eps)
                 layers[index] = dataclasses.replace(layers[index], batchnorm=bn)
             continue
-        if node.op_type not in ("Conv", "ConvTranspose"):
+        if node.op_type not in CONV_OPS:
             continue
-        proto = scope.get(node.input[1]) if len(node.input) > 1 else None
-        if proto is None:
-            skipped.append((name, "weight is computed at run time (not an initializer or Constant)"))
+        flags: tuple[str, ...] = ()
+        notes: list[str] = []
+        quant = quantised_weight(node, walk.producers, walk.consumers, scope)
+        if quant is not None:
+            weight, dtype, qnote = quant
+            dims = tuple(int(v) for v in weight.weight.dims)
+            flags, notes = ("quantised",), [qnote]
+        elif node.op_type in QUANTISED:
+            skipped.append((name, f"{QUANTISED[node.op_type]}: quantised weight is computed at run time "
+                                  "(not an initializer or Constant): not analysed"))
             continue
-        dims = tuple(int(v) for v in proto.dims)
-        if len(dims) not in (3, 4, 5) or proto.data_type not in (1, 10, 11, 16):  # float, f16, f64, bf16
-            skipped.append((name, f"weight of shape {dims} and ONNX dtype {proto.data_type} is not analysed"))
+        else:
+            proto = scope.get(node.input[1]) if len(node.input) > 1 else None
+            if proto is None:
+                skipped.append((name, "weight is computed at run time (not an initializer or Constant)"))
+                continue
+            dims = tuple(int(v) for v in proto.dims)
+            if len(dims) in (3, 4, 5) and proto.data_type not in (1, 10, 11, 16):  # float, f16, f64, bf16
+                skipped.append((name, f"weight of shape {dims} and ONNX dtype {proto.data_type} is not analysed"))
+                continue
+            weight, dtype = OnnxWeight(proto), _dtype(proto.data_type)
+        if len(dims) not in (3, 4, 5):
+            skipped.append((name, f"weight of shape {dims} is not a 1-3 d conv kernel"))
             continue
         attrs, d = _attrs(node), len(dims) - 2
-        pads = list(attrs.get("pads", [0] * 2 * d))
-        notes = []
-        if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-            notes.append(f"auto_pad {attrs['auto_pad'].decode() if isinstance(attrs['auto_pad'], bytes) else attrs['auto_pad']}")
-        elif any(pads):
-            notes.append(f"pads {pads}")
-        grid = shapes.get(node.input[0])
-        grid = tuple(grid[2:]) if grid and len(grid) == d + 2 and None not in grid[2:] else None
+        mode, grid, _, pad_notes = _padding(node, attrs, dims, walk, scope, shapes)
+        notes = pad_notes + notes
         missing_grid += grid is None
         layers.append(ConvLayer(
-            name=name, shape=dims, dtype=_dtype(proto.data_type), weight=OnnxWeight(proto), order=len(layers),
+            name=name, shape=dims, dtype=dtype, weight=weight, order=len(layers),
             groups=int(attrs.get("group", 1)), stride=tuple(attrs.get("strides", [1] * d)),
             dilation=tuple(attrs.get("dilations", [1] * d)), transposed=node.op_type == "ConvTranspose",
-            padding_mode="zeros", grid=grid, grid_source="metadata" if grid else "default",
-            geometry_source="metadata", notes=tuple(notes),
+            padding_mode=mode, grid=grid, grid_source="metadata" if grid else "default",
+            geometry_source="metadata", notes=tuple(notes), flags=flags, branch=in_branch,
         ))
         by_output[node.output[0]] = len(layers) - 1
-    notes = ["an ONNX graph: geometry from node attributes, order from the graph"]
+    notes = ["an ONNX graph: geometry from node attributes, order from the graph's execution order"]
+    notes += size_notes + walk.left_out
     if missing_grid:
+        hint = ("" if input_size else "; pass --input-size to fix the input's dynamic axes")
         notes.append(f"{missing_grid} layer(s) without an inferred input shape (the model does not declare "
-                     "static spatial input shapes): default grid")
+                     f"static spatial input shapes): default grid{hint}")
     info = SourceInfo(path=str(path), format="onnx", metadata=metadata, notes=tuple(notes))
-    return LoadedModel(source=info, layers=tuple(layers), skipped=tuple(skipped), order_source="metadata")
+    return LoadedModel(source=info, layers=tuple(layers), skipped=tuple(skipped), order_source="graph",
+                       order_confidence="high")
 
 
 def _dtype(code: int) -> str:

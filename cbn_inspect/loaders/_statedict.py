@@ -45,9 +45,13 @@ def natural_key(name: str) -> list[Any]:
 
 
 def parse_grid(text: str) -> tuple[int, ...]:
-    """``"32"``, ``"14x14"`` or ``"8x8x8"`` -> a tuple of positive ints. Raises ValueError."""
-    parts = [p for p in re.split(r"[x×, ]+", text.strip().lower()) if p]
-    values = tuple(int(p) for p in parts)
+    """``"32"``, ``"14x14"`` or ``"8x8x8"`` -> a tuple of positive ints. Raises ValueError.
+
+    Strict: numbers joined by ``x`` (or ``×``), nothing else -- ``"3x"``, ``"3,3"`` and ``"3 x"`` are errors."""
+    cleaned = text.strip().lower()
+    if not re.fullmatch(r"\d+(?:[x×]\d+){0,2}", cleaned):
+        raise ValueError(f"not a grid: {text!r}")
+    values = tuple(int(p) for p in re.split(r"[x×]", cleaned))
     if not values or min(values) < 1 or len(values) > 3:
         raise ValueError(f"not a grid: {text!r}")
     return values
@@ -140,14 +144,24 @@ def build_model(
     source: SourceInfo,
     *,
     fold_batchnorm: bool = True,
+    order: str = "natural",
 ) -> LoadedModel:
-    """Recognise conv weights among ``entries`` and make the layer records, in data-flow order if known."""
+    """Recognise conv weights among ``entries`` and make the layer records, in data-flow order if known.
+
+    ``order`` says what the entries' own order is worth: ``file`` (a PyTorch state dict keeps the order in
+    which modules were registered, nearly always the data flow), ``shapes`` (safetensors sorts its keys: the
+    order is recovered as a chain of matching channel counts, see :mod:`._order`) or ``natural`` (a natural
+    sort of names). Declared metadata order wins over all three.
+    """
+    from ._order import chain_from_shapes, file_order_confidence
+
     warnings = list(source.notes)
     meta_layers, meta_order, meta_grid = _layer_metadata(source.metadata, warnings)
     skipped: list[tuple[str, str]] = []
     used_bn: set[str] = set()
     layers: list[ConvLayer] = []
-    for name in sorted(entries, key=natural_key):
+    names = list(entries) if order == "file" else sorted(entries, key=natural_key)
+    for name in names:
         entry = entries[name]
         if len(entry.shape) not in (3, 4, 5):
             continue
@@ -182,17 +196,26 @@ def build_model(
             layer = _with_batchnorm(layer, entries, used_bn, out_channels)
         layers.append(layer)
 
-    order_source = "natural-sort"
+    order_source, confidence = "natural-sort", "low"
+    if order == "file":
+        order_source, confidence = "file", file_order_confidence(layers)
+    declared = False
     if meta_order:
         rank = {str(n): i for i, n in enumerate(meta_order)}
         if all(layer.name in rank for layer in layers):
             layers.sort(key=lambda layer: rank[layer.name])
-            order_source = "metadata"
+            order_source, confidence, declared = "metadata", "high", True
         else:
-            warnings.append("metadata order does not name every conv layer: using a natural sort of names")
+            warnings.append("metadata order does not name every conv layer: using the "
+                            + ("file's own order" if order == "file" else "order recovered below"))
+    if order == "shapes" and not declared:
+        layers, confidence, how = chain_from_shapes(layers)
+        order_source = "shapes"
+        warnings.append(f"layer order recovered from channel counts ({confidence} confidence): {how}")
     layers = [dataclasses.replace(layer, order=i) for i, layer in enumerate(layers)]
     source = dataclasses.replace(source, notes=tuple(warnings))
-    return LoadedModel(source=source, layers=tuple(layers), skipped=tuple(skipped), order_source=order_source)
+    return LoadedModel(source=source, layers=tuple(layers), skipped=tuple(skipped), order_source=order_source,
+                       order_confidence=confidence)
 
 
 def _with_batchnorm(layer: ConvLayer, entries, used: set[str], out_channels: int) -> ConvLayer:

@@ -34,7 +34,11 @@ def _check_known(name: str) -> None:
     import timm
 
     if not timm.is_model(name):
-        close = timm.list_models(f"*{name}*")[:5]
+        import difflib
+
+        names = timm.list_models()
+        close = difflib.get_close_matches(name, names, n=5, cutoff=0.6)  # most similar first: resnet5 -> resnet50
+        close += [n for n in timm.list_models(f"*{name}*") if n not in close][: 5 - len(close)]
         hint = f"did you mean {', '.join(close)}?" if close else "see timm.list_models()"
         raise UsageError(f"timm has no architecture {name!r}", hint=hint)
 

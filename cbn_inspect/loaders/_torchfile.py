@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from ..errors import UnreadableInputError, UnsafeContentError, UsageError
 from ..records import InMemoryWeight, SourceInfo
-from ._pickle_scan import unsafe_globals
+from ._pickle_scan import placeholders, refusal, unsafe_globals
 from ._policy import allowed
 from ._statedict import TensorEntry
 
@@ -27,7 +27,31 @@ WRAPPER_KEYS = (
 STRIPPED_PREFIXES = ("module.", "_orig_mod.")
 
 
-def _torch_load(path: Path, trust: bool) -> Any:
+def _torch_load(path: Path, trust: bool) -> tuple[Any, list[str]]:
+    """The file's object, and notes. Untrusted: torch's weights-only unpickler; globals of other libraries
+    (omegaconf containers, argparse namespaces in Lightning hyper-parameters) become inert placeholders, while a
+    global that means code (:func:`._pickle_scan.refusal`) is refused."""
+    import pickle
+
+    try:
+        return _plain_load(path, trust), []
+    except pickle.UnpicklingError as exc:
+        text = " ".join(str(exc).split())
+        if "Weights only load failed" not in text:
+            raise UnreadableInputError(f"{path}: not a readable PyTorch checkpoint ({_reason(text)})") from exc
+        unsafe = _unsafe_globals(path, text)
+        if not unsafe:
+            raise UnreadableInputError(f"{path}: not a readable PyTorch checkpoint ({_reason(text)})") from exc
+        refused = [why for why in map(refusal, unsafe) if why]
+        if refused:
+            raise UnsafeContentError(
+                f"{path}: refused: the pickle asks for {', '.join(unsafe[:3])}, which could run code ({refused[0]})",
+                hint="if you trust this file, re-run with --trust-code (alias --trust-pickle)",
+            ) from exc
+        return _load_with_placeholders(path, unsafe, exc)
+
+
+def _plain_load(path: Path, trust: bool, safe: list | None = None) -> Any:
     import pickle
     import warnings
 
@@ -36,24 +60,50 @@ def _torch_load(path: Path, trust: bool) -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            if safe:
+                with torch.serialization.safe_globals(safe):
+                    return torch.load(str(path), map_location="cpu", weights_only=True)
             return torch.load(str(path), map_location="cpu",
                               weights_only=not allowed("pytorch", "unpickle-objects", trust))
-    except pickle.UnpicklingError as exc:
-        text = " ".join(str(exc).split())
-        if "Weights only load failed" in text:
-            named = re.search(r"(?:Unsupported global:?|unsupported GLOBAL)\s*(?:GLOBAL\s+)?([\w.]+)", text)
-            unsafe = [named.group(1)] if named else unsafe_globals(path)
-            if unsafe:
-                raise UnsafeContentError(
-                    f"{path}: refused: the pickle asks for {', '.join(unsafe[:3])}, which could run code",
-                    hint="if you trust this file, re-run with --trust-pickle",
-                ) from exc
-        raise UnreadableInputError(f"{path}: not a readable PyTorch checkpoint ({_reason(text)})") from exc
+    except pickle.UnpicklingError:
+        raise
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, TypeError,
             IndexError, MemoryError, OverflowError, UnicodeDecodeError, ImportError) as exc:
         detail = _reason(str(exc)) if isinstance(exc, (RuntimeError, ValueError, OSError)) else ""
         detail = detail or f"{type(exc).__name__} while unpickling"
         raise UnreadableInputError(f"{path}: not a readable PyTorch checkpoint ({detail})") from exc
+
+
+def _unsafe_globals(path: Path, text: str) -> list[str]:
+    """Every global the file names that torch's allowlist does not take (read from the opcodes, nothing run)."""
+    import torch
+
+    names: list[str] = []
+    try:
+        names = list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    except Exception:  # a legacy (non-zip) file, or a torch without the helper: scan the opcodes ourselves
+        names = unsafe_globals(path) or []
+    if not names:
+        named = re.search(r"(?:Unsupported global:?|unsupported GLOBAL)\s*(?:GLOBAL\s+)?([\w.]+)", text)
+        names = [named.group(1)] if named else []
+    return sorted(set(names))
+
+
+def _load_with_placeholders(path: Path, unsafe: list[str], original: Exception) -> tuple[Any, list[str]]:
+    import pickle
+
+    try:
+        obj = _plain_load(path, False, placeholders(unsafe))
+    except pickle.UnpicklingError as exc:
+        text = " ".join(str(exc).split())
+        raise UnsafeContentError(
+            f"{path}: refused: objects of other libraries ({', '.join(unsafe[:3])}) need more than inert "
+            f"placeholders to load ({_reason(text)})",
+            hint="if you trust this file, re-run with --trust-code (alias --trust-pickle)",
+        ) from original
+    note = (f"the checkpoint names {len(unsafe)} class(es) of other libraries, kept as inert placeholders "
+            f"(never imported, nothing run): {', '.join(unsafe)}")
+    return obj, [note]
 
 
 def _reason(text: str) -> str:
@@ -121,8 +171,9 @@ def _strip(name: str) -> str:
 
 def read_torch_object(path: Path, *, trust: bool = False, key: str | None = None):
     """The checkpoint's object holding the model (a state dict, or an ``nn.Module`` when trusted), notes, metadata."""
-    obj = _torch_load(path, trust)
+    obj, load_notes = _torch_load(path, trust)
     chosen, notes = _select(obj, key)
+    notes = load_notes + notes
     metadata = {}
     if isinstance(obj, Mapping):
         meta = obj.get("cbn_inspect_metadata") or obj.get("metadata")

@@ -325,10 +325,9 @@ def parse_input_size(text: str | tuple[int, ...] | None) -> tuple[int, ...] | No
 
     from ..errors import UsageError
 
-    try:
-        values = tuple(int(p) for p in re.split(r"[x×, ]+", str(text).strip().lower()) if p)
-    except ValueError:
-        values = ()
+    cleaned = str(text).strip().lower()
+    strict = re.fullmatch(r"\d+(?:[x×]\d+){0,3}", cleaned)
+    values = tuple(int(p) for p in re.split(r"[x×]", cleaned)) if strict else ()
     if not values or min(values) < 1 or len(values) > 4:
         raise UsageError(f"--input-size {text!r}: use N, HxW or CxHxW, e.g. 224, 256x192 or 3x224x224")
     return values

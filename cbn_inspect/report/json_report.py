@@ -38,9 +38,10 @@ def significant_digits(settings: Settings) -> int | None:
     return None if settings.precision == "float64" else FLOAT32_DIGITS
 
 
-def order_is_guessed(order_source: str) -> bool:
-    """Whether the layer order is only a guess from names (no trace, metadata or file declared it)."""
-    return order_source in GUESSED_ORDERS or "natural" in order_source
+def order_is_guessed(order_source: str, confidence: str | None = None) -> bool:
+    """Whether the layer order is only a guess: from names (no trace, metadata or file declared it), or a
+    chain recovered with low confidence."""
+    return order_source in GUESSED_ORDERS or "natural" in order_source or confidence == "low"
 
 
 def _degrees(counts: Mapping[int, Any], cast=int) -> dict[str, Any]:
@@ -111,6 +112,7 @@ def _layer(index: int, report: LayerReport, metric: str, spectra: bool, digits: 
         "batchnorm": layer.batchnorm.name if layer.batchnorm is not None else None,
         "flags": list(report.flags),
         "notes": list(report.notes),
+        "branch": layer.branch,
     }
     out.update(_metric_fields(m, metric, digits))
     if spectra:
@@ -213,7 +215,7 @@ def _basis(report: ModelReport) -> dict[str, Any]:
     grid_sources: dict[str, int] = {}
     for r in layers:
         grid_sources[r.layer.grid_source] = grid_sources.get(r.layer.grid_source, 0) + 1
-    guessed = order_is_guessed(report.order_source)
+    guessed = order_is_guessed(report.order_source, report.order_confidence)
     wrapped = [r.layer.name for r in layers if "wrapped-kernel" in r.flags]
     notes = []
     if guessed:
@@ -297,6 +299,7 @@ def report_to_dict(report: ModelReport) -> dict[str, Any]:
         },
         "settings": _settings(report.settings),
         "order_source": report.order_source,
+        "order_confidence": report.order_confidence,
         "layers": [_layer(i, r, metric, report.settings.keep_spectra, digits) for i, r in enumerate(report.layers)],
         "skipped": [{"name": n, "reason": r} for n, r in report.skipped],
         "bottleneck": bottleneck,
@@ -308,6 +311,16 @@ def report_to_dict(report: ModelReport) -> dict[str, Any]:
                             if digits is not None else "numbers measured from spectra in full float64 precision"),
         },
         "activations": activations_to_dict(report.activations, report.settings) if report.activations else None,
+    }
+
+
+def error_to_dict(error: Any) -> dict[str, Any]:
+    """The JSON written instead of a report when ``--json -`` fails: what went wrong, as the exit code says."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "cbn-inspect", "version": __version__},
+        "error": {"kind": getattr(error, "kind", "error"), "message": getattr(error, "message", str(error)),
+                  "hint": getattr(error, "hint", None), "exit_code": getattr(error, "exit_code", 1)},
     }
 
 

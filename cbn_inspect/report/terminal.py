@@ -25,15 +25,77 @@ SPARK_WIDTH = 10
 SPARK_DECADES = 4  # the sparkline spans sigma_max down to sigma_max * 10^-4
 
 
-def format_degrees(counts: Mapping[int, int], width: int = 12) -> str:
-    """``{0: 3, 1: 4}`` -> ``"0:3 1:4"``, cut with an ellipsis to ``width`` characters."""
-    text = " ".join(f"{k}:{v}" for k, v in sorted(counts.items()))
+# Row markers (the "!" column), in the order shown, with the line that explains each under the table.
+MARKERS = (
+    ("zero", "z", "all weights zero"),
+    ("nonfinite", "n", "NaN/Inf weights, not analysed"),
+    ("default-grid", "d", "default grid: no architecture or metadata declared it"),
+    ("approximate", "a", "approximate: zero/reflect/unknown padding, spectrum of the circular conv"),
+    ("quantised", "q", "quantised weights, dequantised for the analysis"),
+    ("assumed-geometry", "s", "stride, groups and padding assumed (stride 1, groups 1), not declared"),
+)
+
+
+def format_degrees(counts: Mapping[int, int]) -> str:
+    """``{0: 3, 1: 4}`` -> ``"0:3 1:4"``: every degree, never cut."""
+    return " ".join(f"{k}:{v}" for k, v in sorted(counts.items()))
+
+
+def degrees_cell(counts: Mapping[int, int], width: int) -> tuple[str, bool]:
+    """The table cell: every degree when they fit in ``width``; else the first ones and ``+N`` (how many more),
+    with True: the row's degrees are then listed whole under the table."""
+    text = format_degrees(counts)
     if len(text) <= width:
-        return text
-    cut = text[: width - 1]
-    if text[width - 1] != " ":  # the cut fell inside an entry: drop that entry
-        cut = cut.rsplit(" ", 1)[0]
-    return cut.rstrip() + "…"
+        return text, False
+    entries = text.split(" ")
+    for shown in range(len(entries) - 1, 0, -1):
+        cell = " ".join(entries[:shown]) + f" +{len(entries) - shown}"
+        if len(cell) <= width:
+            return cell, True
+    return f"+{len(entries)}", True
+
+
+def shorten_middle(name: str, width: int, tail: int | None = None) -> str:
+    """``name`` cut to ``width`` characters in the middle (``head…tail``): the ends of a layer name are what
+    tells rows apart (``…/encoder/3/conv``). ``tail`` characters are kept from the end (default: two thirds)."""
+    if len(name) <= width or width < 5:
+        return name
+    tail = (width - 1) * 2 // 3 if tail is None else min(tail, width - 1)
+    return name[: width - 1 - tail] + "…" + name[len(name) - tail:]
+
+
+def short_names(names: list[str], width: int) -> list[str]:
+    """Every name cut to ``width`` so that distinct names stay distinct: a prefix all long names share (an
+    exporter's scope, ``If_0.then_branch/...``) becomes a leading ``…``, and the rest is cut in the middle,
+    the cut moved until no two rows look alike."""
+    import os
+    import re
+
+    if all(len(n) <= width for n in names):
+        return list(names)
+    distinct = len(set(names))
+    long = [n for n in names if len(n) > width]
+    prefix = os.path.commonprefix(long) if len(long) > 1 else ""
+    prefix = prefix[: max((m.end() for m in re.finditer(r"[./]", prefix)), default=0)]
+    candidates = []
+    for lead in ((prefix, "…"), ("", "")) if prefix else (("", ""),):
+        room = width - len(lead[1])
+        for tail in [(room - 1) * 2 // 3] + list(range(room - 1, 0, -1)):
+            out = [n if len(n) <= width else
+                   lead[1] + shorten_middle(n[len(lead[0]):], room, tail) if n.startswith(lead[0]) else
+                   shorten_middle(n, width, tail) for n in names]
+            if len(set(out)) == distinct:
+                return out
+            candidates.append(out)
+    return candidates[0]
+
+
+def row_markers(report: LayerReport) -> str:
+    """The letters of :data:`MARKERS` that apply to the row (flags of the analysis and of the layer)."""
+    flags = set(report.flags)
+    if report.layer.geometry_source == "assumed":
+        flags.add("assumed-geometry")
+    return "".join(letter for flag, letter, _ in MARKERS if flag in flags)
 
 
 def _shape(shape: Iterable[int]) -> str:
@@ -68,13 +130,34 @@ def _count(value: int) -> str:
     return str(value) if value < 100_000 else f"{value / 1000:.0f}k"
 
 
+def degree_width(report: ModelReport, width: int) -> int:
+    """The kept-degrees column's width: what the other columns leave of ``width`` (at least 11, at most the
+    longest row's degrees)."""
+    metric = report.settings.degree_metric
+    wide = width >= 100
+    texts = [format_degrees(r.metrics.degree_counts[metric]) for r in report.layers if r.metrics is not None]
+    want = max([11] + [len(t) for t in texts])
+    names = short_names([r.layer.name for r in report.layers], 24 if wide else 15)
+    shapes = [_shape(r.layer.shape) for r in report.layers]
+    grids = [_shape(r.layer.grid or ()) + "*" for r in report.layers]
+    markers = [row_markers(r) for r in report.layers]
+    others = [len(str(len(report.layers))) + 1, max(len(n) for n in names),
+              min(max(len(v) for v in shapes), 100 if wide else 11), max(5, max(len(g) for g in grids)), 5, 4, 5,
+              SPARK_WIDTH] + ([max(len(m) for m in markers)] if any(markers) else [])
+    room = width - sum(others) - (len(others) + 1) * (2 if wide else 1)
+    return max(11, min(want, room))
+
+
 def _table(report: ModelReport, width: int) -> Table:
     b = report.bottleneck
     wide = width >= 100
+    markers = [row_markers(r) for r in report.layers]
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0) if wide else 0, show_edge=False,
                   expand=False)
+    name_width = 24 if wide else 15
+    degrees = degree_width(report, width)
     table.add_column("#", justify="right", no_wrap=True, min_width=len(str(len(report.layers))) + 1)
-    table.add_column("layer", overflow="ellipsis", no_wrap=True, max_width=24 if wide else 15)
+    table.add_column("layer", no_wrap=True, max_width=name_width)
     table.add_column("shape", no_wrap=True, overflow="ellipsis", max_width=None if wide else 11)
     table.add_column("grid", no_wrap=True, min_width=5)
     table.add_column("modes", justify="right", no_wrap=True, min_width=5)
@@ -82,7 +165,10 @@ def _table(report: ModelReport, width: int) -> Table:
     table.add_column("kept degrees", no_wrap=True, min_width=11)
     table.add_column("σmax", justify="right", no_wrap=True, min_width=5)
     table.add_column("spectrum", no_wrap=True, min_width=SPARK_WIDTH)
+    if any(markers):
+        table.add_column("!", no_wrap=True, style="yellow")
     metric = report.settings.degree_metric
+    names = short_names([r.layer.name for r in report.layers], name_width)
     for i, r in enumerate(report.layers):
         m = r.metrics
         inside = b.found and (i in b.members if b.members else
@@ -90,15 +176,18 @@ def _table(report: ModelReport, width: int) -> Table:
         grid = _shape(r.layer.grid or ()) + ("*" if r.layer.grid_source == "default" else "")
         row = [
             f"▸{i}" if inside else str(i),
-            r.layer.name,
+            names[i],
             _shape(r.layer.shape),
             grid,
             _count(m.mode_count) if m else "–",
             (f"{m.utilisation:.1%}" if m.utilisation < 0.0995 else f"{m.utilisation:.0%}") if m else "–",
-            format_degrees(m.degree_counts[metric], 16 if wide else 11) if m else "–",
+            degrees_cell(m.degree_counts[metric], degrees)[0] if m else "–",
             _num(m.spectral_norm) if m else "–",
+            spark(r),
         ]
-        table.add_row(*row, spark(r), style="bold magenta" if inside else None)
+        if any(markers):
+            row.append(markers[i])
+        table.add_row(*row, style="bold magenta" if inside else None)
     return table
 
 
@@ -132,9 +221,9 @@ def _basis(report: ModelReport) -> tuple[Text, list[Text]]:
         style="dim",
     )
     warnings = []
-    if order_is_guessed(report.order_source):
-        warnings.append(Text("\norder only guessed from layer names: the run and its edges may be wrong "
-                             "(a trace or a declared order fixes it)", style="yellow"))
+    if order_is_guessed(report.order_source, report.order_confidence):
+        warnings.append(Text("\norder only guessed (from layer names, or a low-confidence shape chain): the run "
+                             "and its edges may be wrong (a trace or a declared order fixes it)", style="yellow"))
     if wrapped:
         warnings.append(Text(f"\n{len(wrapped)} layer(s) with kernels larger than their grid, taps wrapped "
                              f"({_names(report, wrapped)}): not the layer the network runs; no strong call",
@@ -196,6 +285,25 @@ def _side_by_side(report: ModelReport, width: int) -> Table:
             f"{act.nyquist_fraction:.2f}" if act is not None and act.nyquist_fraction is not None else "–",
         )
     return table
+
+
+def _full_degrees(report: ModelReport, width: int) -> Text | None:
+    """The kept degrees of every row whose cell could not hold them all, whole, one row per line."""
+    metric = report.settings.degree_metric
+    width = degree_width(report, width)
+    lines = [f"{i} {r.layer.name}: {format_degrees(r.metrics.degree_counts[metric])}"
+             for i, r in enumerate(report.layers)
+             if r.metrics is not None and degrees_cell(r.metrics.degree_counts[metric], width)[1]]
+    if not lines:
+        return None
+    return Text("kept degrees in full (degree:count):\n" + "\n".join(lines), style="dim")
+
+
+def _legend(report: ModelReport) -> Text | None:
+    """One line per marker that appears in the table, saying what it means."""
+    used = "".join(row_markers(r) for r in report.layers)
+    lines = [f"{letter} {meaning}" for _, letter, meaning in MARKERS if letter in used]
+    return Text("! " + "\n! ".join(lines), style="dim") if lines else None
 
 
 def _bottleneck_lines(b, settings, lines: Text, style: str, names: list[str]) -> None:
@@ -273,14 +381,19 @@ class TerminalReport:
         head = Text()
         head.append("cbn-inspect ", style="bold")
         head.append(f"{__version__} · {r.source.path}\n", style="dim")
-        head.append(f"{len(r.layers)} conv layers ({r.source.format}, order: {r.order_source})")
+        head.append(f"{len(r.layers)} conv layers ({r.source.format}, order: {r.order_source}"
+                    + (f", {r.order_confidence} confidence" if r.order_confidence not in (None, "high") else "") + ")")
         folded = sum("batchnorm-folded" in layer.flags for layer in r.layers)
         if folded:
             head.append(f", BatchNorm folded into {folded}")
         if r.skipped:
             head.append(f", {len(r.skipped)} tensors skipped", style="dim")
         if r.activations is None:
-            parts = [head, _table(r, options.max_width), HeatStrip(r), _summary(r)]
+            parts = [head, _table(r, options.max_width)]
+            for extra in (_legend(r), _full_degrees(r, options.max_width)):
+                if extra is not None:
+                    parts.append(extra)
+            parts += [HeatStrip(r), _summary(r)]
         else:
             parts = [head, _side_by_side(r, options.max_width), HeatStrip(r), _summary(r), _activation_summary(r)]
         if any(layer.layer.grid_source == "default" for layer in r.layers):
