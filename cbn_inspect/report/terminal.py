@@ -253,7 +253,7 @@ def _side_by_side(report: ModelReport, width: int) -> Table:
     metric = report.settings.degree_metric
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0) if wide else 0, show_edge=False)
     table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("layer", overflow="ellipsis", no_wrap=True, max_width=24 if wide else 12)
+    table.add_column("layer", no_wrap=True)
     table.add_column("W modes", justify="right", no_wrap=True)
     table.add_column("use", justify="right", no_wrap=True, min_width=4)
     table.add_column("W kept", no_wrap=True, min_width=11)
@@ -267,6 +267,7 @@ def _side_by_side(report: ModelReport, width: int) -> Table:
     seen = {layer.name for layer in acts.layers}
     rows += [(r.layer.name, None, None) for r in report.layers if r.layer.name not in seen]
     degrees = 16 if wide else 11
+    shown = dict(zip((name for name, _, _ in rows), short_names([name for name, _, _ in rows], 24 if wide else 12)))
     for name, j, act in rows:
         wi, wr = weights.get(name, (None, None))
         wm = wr.metrics if wr is not None else None
@@ -274,14 +275,14 @@ def _side_by_side(report: ModelReport, width: int) -> Table:
         w_in, a_in = _inside(report.bottleneck, wi), _inside(acts.bottleneck, j)
         table.add_row(
             str(j if j is not None else "–"),
-            Text(name),  # a name from the file is data, never rich markup
+            Text(shown[name]),  # a name from the file is data, never rich markup
             Text(("▸" if w_in else "") + (_count(wm.mode_count) if wm else "–"), style="bold magenta" if w_in else ""),
             _use(wm) if wm else "–",
-            format_degrees(wm.degree_counts[metric], degrees) if wm else "–",
+            degrees_cell(wm.degree_counts[metric], degrees)[0] if wm else "–",
             _shape(act.grid) if act is not None else "–",
             Text(("▸" if a_in else "") + (_count(am.mode_count) if am else "–"), style="bold cyan" if a_in else ""),
             _use(am) if am else "–",
-            format_degrees(am.degree_counts[metric], degrees) if am else "–",
+            degrees_cell(am.degree_counts[metric], degrees)[0] if am else "–",
             f"{act.nyquist_fraction:.2f}" if act is not None and act.nyquist_fraction is not None else "–",
         )
     return table
