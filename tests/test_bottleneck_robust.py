@@ -308,10 +308,11 @@ def test_summary_says_what_the_call_rests_on(tmp_path):
     assert "left out of the run: layers.8, exit layer" in text
     assert "only guessed" not in text
     guessed = tmp_path / "guessed.safetensors"
-    save_file(state, str(guessed))  # no metadata: order from a natural sort of names, grids by default
+    save_file(state, str(guessed))  # no metadata: order only recovered from channel counts, grids by default
     report = inspect_source(guessed)
     text = _render(report)
-    assert "order: natural-sort" in text and "order only guessed from layer names" in text
+    assert report.order_source == "shapes" and report.order_confidence == "low"
+    assert "order: shapes" in text and "order only guessed" in text
     basis = report_to_dict(report)["bottleneck"]["basis"]
     assert basis["order_guessed"] and basis["grid_sources"] == {"default": 15} and basis["exact_layers"] == 0
     assert any("guess" in note for note in basis["notes"])

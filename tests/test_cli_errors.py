@@ -9,7 +9,7 @@ import json
 import pytest
 from rich.console import Console
 
-from cbn_inspect import inspect_source
+from cbn_inspect import SCHEMA_VERSION, inspect_source
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -94,7 +94,7 @@ def test_timm_suggestions_rank_by_similarity(cli):
 
 def test_layers_json_carries_schema_version_and_tool(cli, planted_path):
     data = json.loads(cli("layers", planted_path, "--json", "-").stdout)
-    assert data["schema_version"] == "1.0" and data["tool"]["name"] == "cbn-inspect"
+    assert data["schema_version"] == SCHEMA_VERSION and data["tool"]["name"] == "cbn-inspect"
     assert data["order_confidence"] == "high"
 
 

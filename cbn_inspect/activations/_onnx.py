@@ -15,13 +15,13 @@ The input shape comes from the model's first input; ``--input-size`` fills axes 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
 from ..errors import UnreadableInputError, UnsafeContentError, UsageError
-from ..loaders._onnx import QUANTISED, _walk
+from ..loaders._onnx import QUANTISED, _index, _walk, _Walk
 from .inputs import ModelInput
 from .runners import Sink
 
@@ -47,7 +47,9 @@ def conv_nodes(graph: Any) -> tuple[list[tuple[str, Any]], int]:
     number of conv-like nodes before it (every one becomes a layer or a skipped entry there).
     """
     out, nested, k = [], 0, 0
-    for node, _scope, where in _walk(graph, {}, ""):
+    walk = _Walk(branch="then")
+    _index(graph, walk)
+    for node, _scope, where, _branch in _walk(graph, {}, "", walk, None, set()):
         if node.op_type not in CONV_TYPES and node.op_type not in QUANTISED:
             continue
         name = where + (node.name or f"{node.op_type}_{k}")
@@ -79,8 +81,17 @@ def feature_map(name: str, producers: dict[str, Any]) -> str:
 
 def _custom_domains(model: Any) -> set[str]:
     domains = {op.domain for op in model.opset_import if op.domain not in BUILTIN_DOMAINS}
-    domains |= {node.domain for node, _s, _w in _walk(model.graph, {}, "") if node.domain not in BUILTIN_DOMAINS}
+    domains |= {node.domain for node in _all_nodes(model.graph) if node.domain not in BUILTIN_DOMAINS}
     return domains
+
+
+def _all_nodes(graph: Any) -> Iterator[Any]:
+    """Every node of the graph and of its subgraphs (both bodies of an ``If``: either may run)."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _all_nodes(sub)
 
 
 class OnnxRunner:
