@@ -96,8 +96,11 @@ def _scipy_lapack():
 
 
 def _forced() -> str:
-    """CBN_EIGEN_ROUTE: ``numpy``, ``torch`` or ``plain`` (no mixed route) override the automatic choice."""
-    return os.environ.get("CBN_EIGEN_ROUTE", "").strip().lower()
+    """The environment variable CBN_EIGEN_ROUTE (one of :data:`ROUTES` but ``auto``), read at every call:
+    it overrides the route of every complex128 Gram solve on the CPU. ``plain`` (or ``numpy``/``torch``)
+    turns the mixed route off; ``mixed`` refines every matrix of every size (tests and benchmarks)."""
+    forced = os.environ.get("CBN_EIGEN_ROUTE", "").strip().lower()
+    return forced if forced in ROUTES and forced != "auto" else ""
 
 
 def mixed_available() -> bool:
@@ -265,7 +268,7 @@ def plain_route() -> str:
 
 def probe_pays(n: int) -> bool:
     """Whether a layer of ``n x n`` Gram matrices is worth a probe for the mixed route (scipy, size, override)."""
-    return n >= MIXED_MIN_N and mixed_available()
+    return n >= MIXED_MIN_N and mixed_available() and not _forced()
 
 
 def layer_route(probe: np.ndarray, n: int) -> str:
@@ -293,6 +296,7 @@ def hermitian_eigenvalues(mats: np.ndarray, route: str = "auto", stats: dict | N
         raise ValueError(f"unknown eigensolver route {route!r}")
     mats = np.ascontiguousarray(mats, dtype=np.complex128)
     shape, n = mats.shape[:-2], mats.shape[-1]
+    route = _forced() or route
     switch = route == "auto"
     if route == "auto":
         route = "mixed" if probe_pays(n) else "plain"
