@@ -262,9 +262,13 @@ def worker(job: dict) -> dict:
         naive_spectra(layers)
         result.update(walls=[time.perf_counter() - t0], cpus=[time.process_time() - c0], part_layers=len(layers))
     elif job["kind"] == "accuracy":
-        reports32 = run_tool(loaded, "float32", device, keep=True).layers
+        model32, model64 = run_tool(loaded, "float32", device, keep=True), run_tool(loaded, "float64", "cpu", keep=True)
+        reports32 = model32.layers
         tool32 = [_full_values(r.spectrum) for r in reports32]
-        tool64 = [_full_values(r.spectrum) for r in run_tool(loaded, "float64", "cpu", keep=True).layers]
+        tool64 = [_full_values(r.spectrum) for r in model64.layers]
+        result["mode_counts_equal"] = [r.metrics.mode_count for r in reports32] == [
+            r.metrics.mode_count for r in model64.layers]
+        result["bottleneck_equal"] = model32.bottleneck == model64.bottleneck
         ref = naive_spectra(loaded.layers) if job["reference"] == "naive" else tool64
         result["max_rel_float32"] = max(_max_rel(a, b) for a, b in zip(tool32, ref))
         result["max_rel_float64"] = max(_max_rel(a, b) for a, b in zip(tool64, ref))
@@ -421,7 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     acc = measure({**base, "kind": "accuracy", "size": args.size, "reference": "tool-float64"})
     results["accuracy"] = acc
     print(f"accuracy @ {args.size} vs the tool's float64 SVD on the CPU (values > {REL_FLOOR:g} x layer max): "
-          f"float32 path {acc['max_rel_float32']:.2e}")
+          f"float32 path {acc['max_rel_float32']:.2e}; mode counts of all layers "
+          f"{'identical' if acc['mode_counts_equal'] else 'DIFFERENT'}, bottleneck call "
+          f"{'identical' if acc['bottleneck_equal'] else 'DIFFERENT'}")
     if not args.skip_routes:
         table = measure({**base, "kind": "routes", "size": args.size})
         results["routes"] = table

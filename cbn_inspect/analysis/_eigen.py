@@ -1,41 +1,46 @@
-"""Eigenvalues of batches of Hermitian PSD Gram matrices, by the fastest exact route (issue 15).
+"""Eigenvalues of batches of Hermitian PSD Gram matrices by the fastest exact route (issue 15).
 
 The per-frequency singular values come from the eigenvalues of the float64 Gram matrices
-H(m) = W_hat(m) W_hat(m)^H (:mod:`.spectrum`); this module is the eigensolver call. Three routes:
+H(m) = W_hat(m) W_hat(m)^H (:mod:`.spectrum`); this module is that eigensolver call. The routes:
 
-- ``numpy``: ``np.linalg.eigvalsh`` on complex128 (LAPACK ``zheevd`` of numpy's OpenBLAS). The reference
-  route: what the tool always used.
-- ``torch``: ``torch.linalg.eigvalsh`` on complex128 (``zheevd`` of the LAPACK torch is built with: MKL on
-  x86 wheels). The same algorithm and the same accuracy class as ``numpy``; on the CPU it runs on one thread
-  inside each analysis worker (:func:`._threads.configure_threads` sets ``torch.set_num_threads(1)``).
-- ``mixed``: complex64 tridiagonal reduction (``chetrd``), all eigenvalues of the tridiagonal (``ssterf``),
-  and float64 recomputation of those below ``MIXED_THRESHOLD`` of the largest: their eigenvectors of the
-  tridiagonal (``sstebz`` + ``sstein``), back-transformed by the reduction's reflectors (``cunmqr``),
-  orthonormalised in complex128 (QR) and projected onto the float64 Gram matrix (Rayleigh-Ritz:
-  ``eigvalsh(V^H H V)``). Needs scipy's LAPACK wrappers; about half the work of ``zheevd`` when few values
-  are small.
+- ``numpy``: ``np.linalg.eigvalsh`` on complex128 (LAPACK ``zheevd`` of numpy's OpenBLAS): the tool's
+  route before issue 15.
+- ``torch``: ``torch.linalg.eigvalsh`` on complex128 (``zheevd`` of torch's LAPACK: MKL in the x86 wheels),
+  one thread per analysis worker (:func:`._threads.configure_threads`). Same algorithm, same accuracy.
+- ``plain``: whichever of the two is faster on this machine (:func:`plain_route`, measured once).
+- ``mixed``: complex64 tridiagonal reduction (``chetrd``) and all eigenvalues of the tridiagonal
+  (``ssterf``); the values below :func:`mixed_threshold` of the largest are then recomputed in float64: their
+  eigenvectors of the tridiagonal (``sstebz`` + ``sstein``), back-transformed by the reduction's reflectors
+  (``cunmqr``), orthonormalised in complex128 (QR) and projected onto the float64 Gram matrix (Rayleigh-Ritz,
+  ``eigvalsh(V^H H V)``). scipy's LAPACK wrappers; where scipy is missing the route is never chosen.
 
-Accuracy (relative, on singular values sigma = sqrt(lambda) above 1e-3 of the largest, against a float64
-SVD; measured by tests/test_eigen.py and benchmarks/bench_spectra.py):
+Accuracy, relative, on singular values sigma = sqrt(lambda) above 1e-3 of the largest, against float64 SVDs
+(tests/test_eigen.py on adversarial spectra: many tiny values, clusters, exact zeros, rank-deficient;
+benchmarks/bench_spectra.py on ResNet-50's own matrices):
 
-- ``numpy`` and ``torch``: eps64 * (sigma_max / sigma)^2, at most about 1e-10 at 1e-3.
-- ``mixed``: values above the threshold keep the complex64 tridiagonal's absolute error, a small multiple
-  of eps32 * lambda_max, i.e. at most about eps32 / (2 * MIXED_THRESHOLD) relative on sigma at the
-  threshold (measured below 2e-5 with the threshold at 2e-3, target 1e-4); values below it get the float64
-  Rayleigh-Ritz accuracy of a subspace accurate to eps32 (its error is quadratic in the subspace's angle:
-  measured below 1e-6).
+- ``numpy``, ``torch``: eps64 (sigma_max / sigma)^2, about 1e-11 at 1e-3 (measured at most 2e-11).
+- ``mixed``: a value kept from the complex64 stage is off by at most c(n) eps32 lambda_max in lambda,
+  c(n) about 0.7 sqrt(n) near the bottom of the spectrum (worst measured, on clusters; random spectra stay
+  far below; the largest errors, up to about 30 eps32 lambda_max at n = 512, sit at the top of the spectrum
+  where they are 4e-6 relative), so the threshold is
+  set where that is half of TARGET_REL (1e-4) on sigma: 9.4e-3 at n = 128, 1.9e-2 at 512 (sigma below 0.14
+  of the largest is refined). Refined values have the float64 Rayleigh-Ritz accuracy of an eps32-accurate
+  subspace (quadratic in its angle). Measured: at most 2.6e-5 on clusters just above the threshold, 7e-6 on
+  ResNet-50's matrices.
 
-Every mixed solve is checked, and a matrix that fails any check is solved again by the plain complex128
-route (so ``mixed`` can be slower, never less accurate than its documented bound): a LAPACK ``info`` != 0
-(including ``sstein``'s failures to converge, its weak point on big clusters), a selected count that
-disagrees with the bisection, back-transformed vectors that are not orthonormal to float32 accuracy, or a
-refined value that disagrees with its complex64 estimate by more than the complex64 error bound.
+Every mixed solve is checked; a matrix that fails a check is solved again by the plain route: a LAPACK
+``info`` != 0 (``sstein``'s failures to converge on big clusters included), a bisection count that is not
+the one asked for, back-transformed vectors that are not orthonormal (R of their QR off 1 by more than
+0.5), or a refined value further from its complex64 estimate than 8 sqrt(n) eps32 lambda_max.
 
-Selection (:func:`choose_route` and :func:`hermitian_eigenvalues`): ``numpy``/``torch`` by size (the faster
-one here, measured); ``mixed`` per matrix where scipy is present, ``n >= MIXED_MIN_N`` and the cost model
-says it pays for the share of small values seen in the previous matrix of the batch (neighbouring
-frequencies have similar spectra; the first matrix of a batch takes the mixed route's first stage, whose
-cost is then sunk, and refines only when that still pays).
+Cost (process CPU, one thread, relative to one plain solve; benchmarks/README.md "Eigensolver routes"): the
+first stage 0.47-0.62, each refined value 2.5-3.0 / n (n = 512..128). So the mixed route pays only when few
+values are small: about 2x on the wide matrices of strided layers (none small), 10% on square random ones at
+n = 512 (17% small at the threshold), nothing below. Selection (:func:`hermitian_eigenvalues`, :func:`layer_route`): per layer,
+:mod:`.spectrum` solves one frequency by the plain route and takes the mixed route for the rest only where
+the cost model says it pays for that share of small values; within the mixed route a matrix whose own share
+is too large goes to the plain route after its first stage. The route of a matrix depends on its layer and
+itself alone, so values do not depend on chunking or threads. ``CBN_EIGEN_ROUTE`` (:func:`_forced`) overrides.
 
 Pure numerical code: no I/O.
 """
@@ -58,10 +63,11 @@ _EPS32 = float(np.finfo(np.float32).eps)
 # clustered spectra (n/2 equal values at 1e-3..0.5 of the largest; tests/test_eigen.py): about 0.7 sqrt(n).
 _FIRST_STAGE_ERROR = 0.7
 _MARGIN = 2.0
-# Cost of the mixed route relative to one plain complex128 solve of the same matrix (measured, process CPU
-# time, one thread, n = 128..512; benchmarks/README.md "Eigensolver routes"): the first stage (complex64
-# reduction and all values) about 0.5-0.6, each refined value about 3.5-4.4 / n.
-_COST_FIRST, _COST_PER_VALUE = 0.6, 4.0
+# Cost of the mixed route relative to one plain complex128 solve of the same matrix (torch's MKL zheevd),
+# measured (process CPU time, one thread, benchmarks/README.md "Eigensolver routes"): n -> (the first stage:
+# complex64 reduction and all values; each refined value, times n). Interpolated in log n, clamped outside.
+_COST = {128: (0.62, 3.0), 256: (0.58, 2.9), 512: (0.47, 2.5)}
+_PAYS_BELOW = 0.95  # take the mixed route only for a clear gain: near 1 the two are within the noise
 
 _lapack_lock = threading.Lock()
 _STATE: dict[str, object] = {}
@@ -143,15 +149,28 @@ def _small_count(w: np.ndarray) -> int:
     return int(np.searchsorted(w, mixed_threshold(len(w)) * max(float(w[-1]), 0.0), side="left"))
 
 
+def _splits(d: np.ndarray, e: np.ndarray) -> bool:
+    """Whether the float32 tridiagonal (d, e) splits into blocks, by ``sstebz``'s own criterion."""
+    ulp = float(np.finfo(np.float32).eps)
+    return bool(np.any(e.astype(np.float64) ** 2 <= np.abs(d[1:] * d[:-1]).astype(np.float64) * ulp**2 + 1e-37))
+
+
 def _mixed_refine(lapack, mat: np.ndarray, stage, k: int) -> np.ndarray:
     """The k smallest eigenvalues of ``mat`` in float64 by Rayleigh-Ritz on the tridiagonal's vectors."""
     c, d, e, tau, w = stage
     n = mat.shape[0]
     lmax = max(float(w[-1]), 0.0)
-    m, w_sel, iblock, isplit, info = lapack.sstebz(d, e, 2, 0.0, 0.0, 1, k, 0.0, b"B")
-    if info != 0 or m != k:
-        raise _Fallback("sstebz")
-    z, info = lapack.sstein(d, e, w_sel[:k], iblock, isplit)
+    if _splits(d, e):  # blocks: let bisection say which value belongs to which block
+        m, w_sel, iblock, isplit, info = lapack.sstebz(d, e, 2, 0.0, 0.0, 1, k, 0.0, b"B")
+        if info != 0 or m != k:
+            raise _Fallback("sstebz")
+        w_sel = w_sel[:k]
+    else:  # one block: the values of ssterf serve inverse iteration directly
+        w_sel = w[:k].astype(np.float32)
+        iblock = np.ones(n, dtype=np.int32)
+        isplit = np.zeros(n, dtype=np.int32)
+        isplit[0] = n
+    z, info = lapack.sstein(d, e, w_sel, iblock, isplit)
     if info != 0:
         raise _Fallback("sstein")
     vecs = np.zeros((n, k), dtype=np.complex64, order="F")
@@ -163,12 +182,19 @@ def _mixed_refine(lapack, mat: np.ndarray, stage, k: int) -> np.ndarray:
         if info != 0:
             raise _Fallback("cunmqr")
         vecs[1:] = moved
-    basis, r = np.linalg.qr(vecs.astype(np.complex128))
-    diag = np.abs(np.diagonal(r))
-    if diag.size and (diag.min() < 0.5 or diag.max() > 1.5):  # sstein's vectors not orthonormal: a cluster
+    basis = vecs.astype(np.complex128)
+    # Rayleigh-Ritz on the (nearly orthonormal) basis as the k x k pencil (V^H H V, V^H V): with G = V^H V = L L^H,
+    # the Ritz values are those of L^-1 (V^H H V) L^-H. Cheaper than a QR of V, and as accurate: G = I + O(eps32).
+    gram = basis.conj().T @ basis
+    if np.max(np.abs(gram - np.eye(k))) > 0.25:  # sstein's vectors not orthonormal: a cluster it did not resolve
         raise _Fallback("orthogonality")
     herm = mat.T  # the Fortran view: conj(H), the matrix that was reduced
     projected = basis.conj().T @ (herm @ basis)
+    try:
+        inv = np.linalg.inv(np.linalg.cholesky(gram))
+    except np.linalg.LinAlgError as exc:
+        raise _Fallback("orthogonality") from exc
+    projected = inv @ projected @ inv.conj().T
     refined = np.linalg.eigvalsh((projected + projected.conj().T) * 0.5)
     # the complex64 values carry an absolute error of a modest multiple of eps32 * lambda_max (backward
     # stable reduction); Ritz values from an eps32-accurate subspace lie far closer to the truth. A larger
@@ -179,14 +205,24 @@ def _mixed_refine(lapack, mat: np.ndarray, stage, k: int) -> np.ndarray:
     return refined
 
 
+def _cost(n: int) -> tuple[float, float]:
+    """(first stage, per refined value times n) relative to a plain solve, from :data:`_COST`."""
+    sizes = sorted(_COST)
+    x = float(np.clip(np.log2(max(n, 1)), np.log2(sizes[0]), np.log2(sizes[-1])))
+    logs = np.log2(sizes)
+    return (float(np.interp(x, logs, [_COST[m][0] for m in sizes])),
+            float(np.interp(x, logs, [_COST[m][1] for m in sizes])))
+
+
 def _mixed_pays(n: int, k: int) -> bool:
     """Whether the whole mixed route (first stage and k refined values) beats one plain complex128 solve."""
-    return _COST_FIRST + _COST_PER_VALUE * k / n < 1.0
+    first, per_value = _cost(n)
+    return first + per_value * k / n < _PAYS_BELOW
 
 
 def _refine_pays(n: int, k: int) -> bool:
     """With the first stage already paid: whether refining k values beats a fresh plain complex128 solve."""
-    return _COST_PER_VALUE * k / n < 1.0
+    return _cost(n)[1] * k / n < _PAYS_BELOW
 
 
 def _mixed_batch(mats: np.ndarray, plain: Callable[[np.ndarray], np.ndarray], stats: dict | None,
