@@ -268,7 +268,9 @@ def worker(job: dict) -> dict:
         tool64 = [_full_values(r.spectrum) for r in model64.layers]
         result["mode_counts_equal"] = [r.metrics.mode_count for r in reports32] == [
             r.metrics.mode_count for r in model64.layers]
-        result["bottleneck_equal"] = model32.bottleneck == model64.bottleneck
+        call = ("found", "reason", "start", "end", "rank", "degree_counts", "frequencies", "strength_label", "clean")
+        result["bottleneck_equal"] = all(getattr(model32.bottleneck, key) == getattr(model64.bottleneck, key)
+                                         for key in call)
         ref = naive_spectra(loaded.layers) if job["reference"] == "naive" else tool64
         result["max_rel_float32"] = max(_max_rel(a, b) for a, b in zip(tool32, ref))
         result["max_rel_float64"] = max(_max_rel(a, b) for a, b in zip(tool64, ref))
