@@ -184,6 +184,18 @@ def test_environment_override(monkeypatch):
     assert _eigen.plain_route() in ("numpy", "torch")
 
 
+def test_without_scipy_every_solve_is_plain(monkeypatch):
+    monkeypatch.setitem(_eigen._STATE, "lapack", None)
+    w = adversarial("wide", 128)
+    gram = (w @ w.conj().T)[None]
+    stats: dict = {}
+    got = _eigen.hermitian_eigenvalues(gram, "auto", stats)
+    assert stats == {} and not _eigen.probe_pays(128) and _eigen.layer_route(np.ones(128), 128) == "plain"
+    assert worst_error(got[0], w) < 1e-9
+    with pytest.raises(RuntimeError, match="scipy"):
+        _eigen.hermitian_eigenvalues(gram, "mixed")
+
+
 def test_compute_spectrum_wide_layer_takes_the_mixed_route_and_is_deterministic():
     """A strided-like wide layer (128 x 512 Gram side 128) through compute_spectrum: float64 accuracy class
     against the SVD path, and the same values whatever the chunking and threads."""
