@@ -85,7 +85,10 @@ def mixed_threshold(n: int) -> float:
 
 
 def _scipy_lapack():
-    """scipy.linalg.lapack, or None where scipy is missing (the mixed route is then never chosen)."""
+    """scipy.linalg.lapack, or None where scipy is missing (the mixed route is then never chosen).
+
+    Imported on first use only (about 0.13 s of CPU, measured), i.e. only for layers with n >= MIXED_MIN_N.
+    """
     if "lapack" not in _STATE:
         with _lapack_lock:
             if "lapack" not in _STATE:
@@ -275,10 +278,11 @@ def _thread_seconds(func: Callable[[], object], repeat: int = 3) -> float:
 def plain_route() -> str:
     """The faster plain complex128 route on this machine: ``torch`` (MKL here) or ``numpy`` (OpenBLAS).
 
-    Measured once per process on a 192 x 192 matrix (thread CPU time, best of 3 each, about 20 ms in all):
+    Measured once per process on a 192 x 192 matrix (thread CPU time, best of 3 each; 32 ms of CPU in all, measured):
     which LAPACK wins depends on the CPU (MKL was 1.2-1.3x faster on the Intel machine of
-    benchmarks/README.md, slower on an AMD one). numpy is only a candidate where its OpenBLAS is held to one
-    thread (:func:`._threads.openblas_single_threaded`); both give float64 LAPACK accuracy.
+    benchmarks/README.md, slower on an AMD one); numpy must win by 10% to be taken, so that near-equal
+    timings do not flip the choice between runs (the two differ in the last bits of the values only). numpy is
+    only a candidate where its OpenBLAS is held to one thread (:func:`._threads.openblas_single_threaded`).
     """
     forced = _forced()
     if forced in ("numpy", "torch"):
@@ -295,7 +299,7 @@ def plain_route() -> str:
                     mat = (a @ a.conj().T)[None]
                     t_numpy = _thread_seconds(lambda: _numpy_values(mat))
                     t_torch = _thread_seconds(lambda: _torch_values(mat))
-                    route = "torch" if t_torch < t_numpy else "numpy"
+                    route = "numpy" if t_numpy < 0.9 * t_torch else "torch"  # a clear margin: no flapping
                 elif openblas_single_threaded():
                     route = "numpy"
                 _STATE["plain"] = route
