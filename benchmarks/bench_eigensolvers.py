@@ -7,6 +7,13 @@ numpy (OpenBLAS) and torch (MKL) ``eigvalsh`` in complex128 (the tool's default)
 float64 ``eigvalsh`` of the same size (what a real problem would cost), and ``svdvals`` of complex64
 matrices (a float32 SVD of W_hat itself). Then the tool's eigensolver on two threads side by side, to show
 how far two cores scale on this machine. It explains the floor that ``bench_spectra.py`` reports.
+
+    PYTHONPATH=. python benchmarks/bench_eigensolvers.py --mixed-stages   # the mixed route's cost model
+
+``--mixed-stages`` instead times the stages of the mixed route of ``cbn_inspect.analysis._eigen`` on square
+random Gram matrices (n = 128, 256, 512; process CPU time, one thread, median of 5) against one plain solve:
+the first stage (complex64 reduction and all values) and the refinement of the values below the threshold,
+as shares of the plain solve. These are the constants of ``_eigen._COST``.
 """
 
 from __future__ import annotations
@@ -29,7 +36,42 @@ def best(func, repeat: int = 3) -> float:
     return min(times)
 
 
+def mixed_stages() -> int:
+    import numpy as np
+
+    from cbn_inspect.analysis import _eigen, configure_threads
+
+    configure_threads(1)
+    lapack = _eigen._scipy_lapack()
+    rng = np.random.default_rng(0)
+
+    def cpu_ms(func, repeat: int = 5) -> float:
+        times = []
+        for _ in range(repeat):
+            start = time.process_time()
+            func()
+            times.append(time.process_time() - start)
+        return 1e3 * sorted(times)[len(times) // 2]
+
+    print(f"plain route: {_eigen.plain_route()}; ms per matrix, process CPU, one thread, median of 5")
+    print("n | refined k | plain | first stage | refine | first / plain | per value x n / plain | mixed / plain")
+    for n in (128, 256, 512):
+        a = rng.standard_normal((n, n)) + 1j * rng.standard_normal((n, n))
+        gram = a @ a.conj().T
+        plain = cpu_ms(lambda: _eigen.hermitian_eigenvalues(gram[None], "plain"))
+        stage = _eigen._mixed_first_stage(lapack, gram)
+        k = _eigen._small_count(stage[4])
+        first = cpu_ms(lambda: _eigen._mixed_first_stage(lapack, gram))
+        refine = cpu_ms(lambda: _eigen._mixed_refine(lapack, gram, stage, k))
+        print(f"{n} | {k} | {plain:.2f} | {first:.2f} | {refine:.2f} | {first / plain:.2f} | "
+              f"{refine / plain * n / k:.2f} | {(first + refine) / plain:.2f}")
+    configure_threads(None)
+    return 0
+
+
 def main() -> int:
+    if "--mixed-stages" in sys.argv[1:]:
+        return mixed_stages()
     import numpy as np
     import torch
 

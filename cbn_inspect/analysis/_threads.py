@@ -63,6 +63,11 @@ def _limit_openblas() -> bool:
         return False
 
 
+def limit_blas_threads() -> bool:
+    """Hold every BLAS loaded so far (numpy's, scipy's own OpenBLAS) to one thread; True when that worked."""
+    return _limit_openblas()
+
+
 def configure_threads(n: int | None = None) -> int:
     """Use ``n`` worker threads for the analysis (default: the cores available) and return ``n``.
 

@@ -22,11 +22,13 @@ Two ways to get the values of the ``n x c`` matrices W_hat(m) (``n <= c`` after 
   products G_delta = sum_{t - s = delta} W_t W_s^T (computed once per layer, real, BLAS-3),
   H(m) = sum_delta G_delta exp(-2 pi i <m, delta / N>), so no per-frequency product over the c input
   channels is needed at all. Squaring the condition number costs about float64's eps * (sigma_max / sigma)^2
-  in relative accuracy: measured at most 3e-10 for sigma above 1e-3 of the layer's largest on ResNet-50,
-  against about 1e-5 to 2e-5 for a float32 SVD, with an absolute floor near 1e-8 sigma_max (float32 SVD:
-  about 6e-8 sigma_max). It is the default for ``precision="float32"`` (the accuracy class it meets and
-  exceeds): 1.2-1.5x faster than the float32 SVD on square matrices, more on the wide ones of strided
-  layers (benchmarks/README.md).
+  in relative accuracy: measured at most 3e-10 for sigma above 1e-3 of the layer's largest on ResNet-50 with
+  a complex128 eigensolver, against about 1e-5 to 2e-5 for a float32 SVD, with an absolute floor near
+  1e-8 sigma_max (float32 SVD: about 6e-8 sigma_max). The eigensolver (:mod:`._eigen`) takes per layer the
+  fastest exact route: complex128 LAPACK, or where few values are small a complex64 reduction whose small
+  values are recomputed in float64, within 1e-4 of float64 (measured at most 7.4e-6 on ResNet-50). It is
+  the default for ``precision="float32"`` (the accuracy class it meets): 1.2-1.5x faster than the float32
+  SVD on square matrices, more on the wide ones of strided layers (benchmarks/README.md).
 
 Pure tensor code: no I/O.
 """
@@ -40,6 +42,7 @@ import numpy as np
 import torch
 
 from ..records import Spectrum
+from ._eigen import hermitian_eigenvalues, layer_route, probe_pays
 from ._threads import analysis_threads, openblas_single_threaded, parallel_map
 from .geometry import KernelPlan
 
@@ -95,14 +98,17 @@ def _matrix_values(mats: torch.Tensor) -> np.ndarray:
     return _descending(vals)
 
 
-def _hermitian_values(gram: torch.Tensor) -> np.ndarray:
+def _hermitian_values(gram: torch.Tensor, route: str = "auto") -> np.ndarray:
     """sqrt of the eigenvalues of a batch (..., g, n, n) of Hermitian PSD matrices, union over groups, descending.
 
-    numpy's LAPACK (OpenBLAS) is used on the CPU where it can be held to one thread (measured 1.2-1.5x
-    faster than torch's for these sizes); torch's otherwise, and on any other device.
+    On the CPU, complex128: the exact route ``route`` of :mod:`._eigen` (``auto``: the mixed complex64 +
+    float64 Rayleigh-Ritz route where it pays, within its documented accuracy; ``plain``: complex128
+    LAPACK); torch's on other devices.
     """
     if gram.shape[-1] == 1:
         vals = gram.real.reshape(gram.shape[:-1])
+    elif gram.device.type == "cpu" and gram.dtype == torch.complex128:
+        vals = torch.from_numpy(hermitian_eigenvalues(gram.numpy(), route))
     elif gram.device.type == "cpu" and openblas_single_threaded():
         vals = torch.from_numpy(np.linalg.eigvalsh(gram.numpy()))
     else:
@@ -321,6 +327,7 @@ def compute_spectrum(
                         rank_bound=plan.rank_bound)
 
     workers = analysis_threads() if kernel.device.type == "cpu" else 1
+    first = 0  # frequencies before this one are already in ``out``
     if gram and min(co, ci) > 1:
         if co > ci:  # the singular values of W and W^T agree: make the Gram matrix the smaller one
             kernel = kernel.transpose(1, 2)
@@ -335,8 +342,17 @@ def compute_spectrum(
         per_freq = 48 * g * co * co + (0 if by_offsets else 16 * g * co * ci)
         step = _chunk_size(per_freq, memory_budget_mb // 2 if by_offsets else memory_budget_mb, n_freq, workers)
 
+        route = "plain"
+        if kernel.device.type == "cpu" and probe_pays(co):
+            # The first frequency, by the plain route, decides the layer's eigensolver route (_eigen.layer_route):
+            # a choice that depends on the layer alone, not on chunks or threads.
+            probe = _hermitian_values(source(0, 1), "plain")
+            out[:1, : probe.shape[1]] = probe
+            route = layer_route(probe[0] ** 2, co)
+            first = 1
+
         def gram_chunk(start: int) -> np.ndarray:
-            return _hermitian_values(source(start, min(start + step, n_freq)))
+            return _hermitian_values(source(start, min(start + step, n_freq)), route)
 
         run = gram_chunk
     else:  # direct SVD; or vector norms (one row or column), taken in float64 on the Gram path: they are cheap
@@ -349,7 +365,7 @@ def compute_spectrum(
             return _matrix_values(dft(start, min(start + step, n_freq)))
 
         run = svd_chunk
-    starts = list(range(0, n_freq, step))
+    starts = list(range(first, n_freq, step))
     for start, vals in zip(starts, parallel_map(run, starts) if workers > 1 else map(run, starts)):
         out[start : start + len(vals), : vals.shape[1]] = vals
     return Spectrum(grid=grid, frequencies=freqs, multiplicity=mult, values=out, exact=plan.exact,
