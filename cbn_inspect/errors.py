@@ -58,5 +58,12 @@ class AnalysisError(CbnError):
     kind = "analysis"
 
 
+class ResourceLimitError(CbnError):
+    """The input needs more memory than is available (a MemoryError while loading or analysing it)."""
+
+    exit_code = 7
+    kind = "resource-limit"
+
+
 SOME_ITEMS_FAILED_EXIT = 8  # `cbn-inspect audit`: the batch ran, but some items are error rows
 INTERNAL_ERROR_EXIT = 70  # an unexpected exception: a bug in cbn-inspect, reported as one line

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import UsageError
+from ..report._text import safe
 from .records import AuditRow
 
 CSV_COLUMNS = (
@@ -102,7 +103,7 @@ class AuditSummary:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         common = _common_folder([r.item for r in self.rows])
-        title = f"cbn-inspect audit: {common}" if common else "cbn-inspect audit"
+        title = safe(f"cbn-inspect audit: {common}" if common else "cbn-inspect audit")
         table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", expand=False)
         table.add_column("item", overflow="fold", min_width=16)
         table.add_column("layers", justify="right")
@@ -117,23 +118,23 @@ class AuditSummary:
             found = bool(flat["bottleneck_found"])
             b = (row.report or {}).get("bottleneck") or {}
             table.add_row(
-                _short_item(row.item, common),
+                safe(_short_item(row.item, common)),
                 _cell(flat["layers"]),
-                f"{flat['bottleneck_start']}–{flat['bottleneck_end']}" if found else "–",
+                safe(f"{flat['bottleneck_start']}–{flat['bottleneck_end']}" if found else "–"),
                 _cell(flat["rank"]),
-                " ".join(f"{k}:{v}" for k, v in (b.get("degree_counts") or {}).items()) if found else "–",
-                f"{flat['strength']:.2f} {flat['strength_label']}" if found and flat["strength"] is not None
+                safe(" ".join(f"{k}:{v}" for k, v in (b.get("degree_counts") or {}).items()) if found else "–"),
+                safe(f"{flat['strength']:.2f} {flat['strength_label']}") if found and flat["strength"] is not None
                 else ("none" if row.ok else "–"),
-                Text("ok", style="green") if row.ok else Text(row.error_kind or "error", style="red"),
+                Text("ok", style="green") if row.ok else safe(row.error_kind or "error", style="red"),
             )
             if not row.ok:
                 message = (row.error_message or "").removeprefix(f"{row.item}: ")
-                failures.append(Text(f"  {_short_item(row.item, common)}: {message}", style="red"))
+                failures.append(safe(f"  {_short_item(row.item, common)}: {message}", style="red"))
         parts = [table]
         if failures:
             parts += [Text("failed:", style="bold red"), *failures]
-        yield Group(*parts, Text(self.totals(), style="bold"))
+        yield Group(*parts, safe(self.totals(), style="bold"))
 
 
-def _cell(value: Any) -> str:
-    return "–" if value is None else str(value)
+def _cell(value: Any) -> Text:
+    return safe("–" if value is None else value)

@@ -27,10 +27,17 @@ def _commands() -> set[str]:
 
 
 def route(argv: list[str]) -> list[str]:
-    """Insert the default subcommand ``report`` unless the first argument names a subcommand."""
+    """Insert the default subcommand ``report`` unless the first argument names a subcommand.
+
+    ``--debug`` is a global option wherever it is written (``cbn-inspect model.pt --debug``): it is moved
+    in front of the subcommand, where typer expects it (arguments after ``--`` are left alone).
+    """
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = [a for a in argv[:end] if a == "--debug"]
+    argv = [a for a in argv[:end] if a != "--debug"] + argv[end:]
     if argv and argv[0] not in _commands() and argv[0] not in _PASSTHROUGH:
-        return ["report", *argv]
-    return argv
+        argv = ["report", *argv]
+    return debug[:1] + argv
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,6 +12,7 @@ from rich.console import Console
 from ..errors import UsageError
 from ..inspect import inspect_source
 from ..report import TerminalReport, to_json
+from ..report._text import safe
 from ._app import Metric, Precision, Rule, app, guarded, stderr
 from ._options import (
     ArchOption, InputSizeOption,
@@ -73,4 +74,4 @@ def report_command(
             Path(json_out).write_text(to_json(report) + "\n")
         except OSError as exc:
             raise UsageError(f"--json {json_out}: cannot write ({exc.strerror or exc})") from exc
-        stderr.print(f"wrote {json_out}", style="dim")
+        stderr.print(safe(f"wrote {json_out}", style="dim"))

@@ -18,6 +18,7 @@ from rich.text import Text
 
 from .._version import __version__
 from ..records import LayerReport, ModelReport
+from ._text import clean, safe
 from .json_report import format_type
 
 BARS = "▁▂▃▄▅▆▇█"
@@ -89,7 +90,7 @@ def _table(report: ModelReport, width: int) -> Table:
         grid = _shape(r.layer.grid or ()) + ("*" if r.layer.grid_source == "default" else "")
         row = [
             f"▸{i}" if inside else str(i),
-            r.layer.name,
+            safe(r.layer.name),
             _shape(r.layer.shape),
             grid,
             _count(m.mode_count) if m else "–",
@@ -105,7 +106,7 @@ def _summary(report: ModelReport) -> Panel:
     b = report.bottleneck
     lines = Text()
     if b.found:
-        lines.append(f"Bottleneck: {b.start} → {b.end}", style="bold magenta")
+        lines.append(f"Bottleneck: {clean(b.start)} → {clean(b.end)}", style="bold magenta")
         lines.append(f"  ({b.plateau_length} layers)\n")
         lines.append(f"rank {b.rank} = {format_type(b.degree_counts)}")
         lines.append(f"  (degree: {report.settings.degree_metric})\n")
@@ -121,7 +122,7 @@ def _summary(report: ModelReport) -> Panel:
             lines.append("\nthe kept degrees vary inside the run", style="yellow")
     else:
         lines.append("No bottleneck", style="bold")
-        lines.append(f": {b.reason}")
+        lines.append(f": {clean(b.reason)}")
     settings = report.settings
     sources = sorted({r.layer.grid_source for r in report.layers})
     exact = sum(r.exact for r in report.layers)
@@ -143,7 +144,7 @@ class TerminalReport:
         r = self.report
         head = Text()
         head.append("cbn-inspect ", style="bold")
-        head.append(f"{__version__} · {r.source.path}\n", style="dim")
+        head.append(f"{__version__} · {clean(r.source.path)}\n", style="dim")
         head.append(f"{len(r.layers)} conv layers ({r.source.format}, order: {r.order_source})")
         folded = sum("batchnorm-folded" in layer.flags for layer in r.layers)
         if folded:
@@ -154,5 +155,5 @@ class TerminalReport:
         if any(layer.layer.grid_source == "default" for layer in r.layers):
             parts.append(Text("* default grid: no architecture or metadata declared it", style="dim"))
         for warning in r.warnings:
-            parts.append(Text(f"warning: {warning}", style="yellow"))
+            parts.append(Text(f"warning: {clean(warning)}", style="yellow"))
         yield Group(*parts)
