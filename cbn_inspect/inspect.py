@@ -13,7 +13,7 @@ from collections import deque
 from pathlib import Path
 
 from .analysis import layers_in_flight, locate_bottleneck, resolve_grid, submit_layer
-from .errors import CbnError, NothingToAnalyseError, UnreadableInputError, UsageError
+from .errors import CbnError, NothingToAnalyseError, ResourceLimitError, UnreadableInputError, UsageError
 from .loaders import load
 from .records import LayerReport, LoadedModel, ModelReport, Settings
 
@@ -47,6 +47,20 @@ def _warnings(loaded: LoadedModel, reports: list[LayerReport], settings: Setting
     return out
 
 
+def _short(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+def _result(future, loaded: LoadedModel) -> LayerReport:
+    """A layer's report; a MemoryError in its analysis is a resource limit, not a bug."""
+    try:
+        return future.result()
+    except MemoryError as exc:
+        raise ResourceLimitError(f"{loaded.source.path}: ran out of memory analysing a layer "
+                                 "(try --layers, a smaller --grid or --memory-budget)") from exc
+
+
 def analyze_model(loaded: LoadedModel, settings: Settings | None = None) -> ModelReport:
     """Analyse every selected conv layer of a loaded model and locate its bottleneck."""
     settings = settings or Settings()
@@ -65,14 +79,17 @@ def analyze_model(loaded: LoadedModel, settings: Settings | None = None) -> Mode
                 weight = layer.weight.load()
             except CbnError:
                 raise
+            except MemoryError as exc:
+                raise ResourceLimitError(f"{loaded.source.path}: out of memory reading layer {layer.name}") from exc
             except Exception as exc:
-                raise UnreadableInputError(f"{loaded.source.path}: cannot read layer {layer.name}: {exc}") from exc
+                raise UnreadableInputError(f"{loaded.source.path}: cannot read layer {layer.name}: "
+                                           f"{_short(exc)}") from exc
             pending.append(submit_layer(layer, weight, settings))
             del weight
             while len(pending) > window:
-                reports.append(pending.popleft().result())
+                reports.append(_result(pending.popleft(), loaded))
         while pending:
-            reports.append(pending.popleft().result())
+            reports.append(_result(pending.popleft(), loaded))
     finally:
         for future in pending:
             future.cancel()

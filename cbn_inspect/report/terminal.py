@@ -52,14 +52,15 @@ def spark(report: LayerReport, width: int = SPARK_WIDTH) -> Text:
     metrics = report.metrics
     if metrics is None:
         return Text("not analysed", style="red")
-    if not metrics.profile or metrics.spectral_norm <= 0:
+    if not metrics.profile or not metrics.spectral_norm > 0 or not math.isfinite(metrics.spectral_norm):
         return Text("")
     profile = np.asarray(metrics.profile)
     picks = profile[np.linspace(0, len(profile) - 1, width).round().astype(int)]
     keep_from = metrics.smallest_kept if metrics.smallest_kept is not None else math.inf
     text = Text()
     for v in picks:
-        level = 1 + math.log10(max(v, 1e-300) / metrics.spectral_norm) / SPARK_DECADES
+        ratio = v / metrics.spectral_norm if math.isfinite(v) else 1.0
+        level = 1 + math.log10(max(ratio, 1e-300)) / SPARK_DECADES
         char = BARS[min(len(BARS) - 1, max(0, int(level * len(BARS))))]
         text.append(char, style="green" if v >= keep_from else "dim")
     return text
