@@ -324,7 +324,7 @@ def onnx_edit(data: bytes, rng: random.Random) -> tuple[bytes, str]:
         graph.initializer.append(helper.make_tensor(rng.choice(["v1", "g1", "w2"]), 1, [4], [-1.0, 0.0, float("nan"), 1e38]))
         desc = "duplicate initializer with hostile values"
     elif what == 7:
-        dims = rng.choice([[1, 3, 0, 0], [1, 3, -4, 4], [1, 3, 4], [1, 3, 4, 4, 4], [1, 3, 2**20, 1], [1, 3, 1, 1]])
+        dims = rng.choice([[1, 3, 0, 0], [1, 3, -4, 4], [1, 3, 4], [1, 3, 4, 4, 4], [1, 3, 2**40, 2**40], [1, 3, 1, 1]])
         value = graph.input[0]
         shape = value.type.tensor_type.shape
         del shape.dim[:]

@@ -63,7 +63,7 @@ def _walk(graph: Any, scope: dict[str, Any], path: str) -> Iterator[tuple[Any, d
         for attr in node.attribute:
             subgraphs = [attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs)
             for i, sub in enumerate(subgraphs):
-                label = f"{path}{node.name or node.op_type}.{attr.name}{i if len(subgraphs) > 1 else ''}/"
+                label = f"{path}{_text(node.name or node.op_type)}.{_text(attr.name)}{i if len(subgraphs) > 1 else ''}/"
                 yield from _walk(sub, scope, label)
 
 
@@ -90,10 +90,58 @@ def _shapes(model: Any) -> dict[str, tuple[int | None, ...]]:
     return out
 
 
+def _text(value: Any) -> str:
+    """A protobuf string field as text: the Python protobuf hands back bytes where the file's are not UTF-8."""
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
+
+
 def _attrs(node: Any) -> dict[str, Any]:
     from onnx import helper
 
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    out = {}
+    for a in node.attribute:
+        try:
+            out[a.name] = helper.get_attribute_value(a)
+        except Exception:  # an attribute whose declared type has no value: treated as malformed below
+            out[a.name] = None
+    return out
+
+
+def _ints(attrs: dict[str, Any], key: str, count: int, default: int, where: str) -> tuple[int, ...]:
+    """An INTS attribute of ``count`` values (or its default), refused unless it holds that many integers."""
+    value = attrs.get(key)
+    if value is None and key not in attrs:
+        return (default,) * count
+    if isinstance(value, int) and not isinstance(value, bool):  # an INT where INTS belong
+        value = [value]
+    if not isinstance(value, (list, tuple)) or len(value) != count or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise UnreadableInputError(f"{where}: attribute {key} is not {count} integers ({value!r:.60})")
+    return tuple(value)
+
+
+def _int(attrs: dict[str, Any], key: str, default: int, where: str) -> int:
+    value = attrs.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise UnreadableInputError(f"{where}: attribute {key} is not an integer ({value!r:.60})")
+    return value
+
+
+def _batchnorm(node: Any, scope: dict[str, Any], name: str) -> tuple[BatchNormParams | None, str | None]:
+    """A BatchNormalization node's scale and variance (constants), or why it cannot be folded."""
+    if len(node.input) < 5:
+        return None, f"BatchNorm {name} not folded: it has {len(node.input)} of its 5 inputs"
+    gamma, var = scope.get(node.input[1]), scope.get(node.input[4])
+    if var is None:
+        return None, None
+    eps = _attrs(node).get("epsilon", 1e-5)
+    try:
+        weight = OnnxWeight(gamma).load() if gamma is not None else None
+        running_var = OnnxWeight(var).load()
+        return BatchNormParams(name=_text(node.name or (node.output[0] if node.output else name)), weight=weight,
+                               running_var=running_var, eps=float(eps)), None
+    except Exception as exc:  # dims that do not match the data, a non-numeric dtype, a string epsilon
+        return None, f"BatchNorm {name} not folded: its constants cannot be read ({' '.join(str(exc).split())[:80]})"
 
 
 def read_onnx(path: Path, *, fold_batchnorm: bool) -> LoadedModel:
@@ -103,24 +151,25 @@ def read_onnx(path: Path, *, fold_batchnorm: bool) -> LoadedModel:
     except Exception as exc:  # protobuf DecodeError, missing external data, ...
         raise UnreadableInputError(f"{path}: not a readable ONNX model ({' '.join(str(exc).split())[:160]})") from exc
     shapes = _shapes(model)
-    metadata = {p.key: p.value for p in model.metadata_props}
+    metadata = {_text(p.key): _text(p.value) for p in model.metadata_props}
     layers: list[ConvLayer] = []
     skipped: list[tuple[str, str]] = []
     by_output: dict[str, int] = {}
     missing_grid = 0
     for node, scope, where in _walk(model.graph, {}, ""):
-        name = where + (node.name or f"{node.op_type}_{len(layers) + len(skipped)}")
+        name = where + _text(node.name or f"{_text(node.op_type)}_{len(layers) + len(skipped)}")
         if node.op_type in QUANTISED:
             skipped.append((name, f"{QUANTISED[node.op_type]}: quantised weights are not analysed"))
             continue
-        if node.op_type == "BatchNormalization" and fold_batchnorm and node.input[0] in by_output:
+        if (node.op_type == "BatchNormalization" and fold_batchnorm and node.input
+                and node.input[0] in by_output):
             index = by_output.pop(node.input[0])
-            gamma, var = scope.get(node.input[1]), scope.get(node.input[4])
-            if var is not None and layers[index].batchnorm is None:
-                eps = float(_attrs(node).get("epsilon", 1e-5))
-                bn = BatchNormParams(name=node.name or node.output[0], weight=OnnxWeight(gamma).load() if gamma else None,
-                                     running_var=OnnxWeight(var).load(), eps=eps)
-                layers[index] = dataclasses.replace(layers[index], batchnorm=bn)
+            if layers[index].batchnorm is None:
+                bn, why = _batchnorm(node, scope, name)
+                if bn is not None:
+                    layers[index] = dataclasses.replace(layers[index], batchnorm=bn)
+                elif why:
+                    layers[index] = dataclasses.replace(layers[index], notes=layers[index].notes + (why,))
             continue
         if node.op_type not in ("Conv", "ConvTranspose"):
             continue
@@ -129,27 +178,32 @@ def read_onnx(path: Path, *, fold_batchnorm: bool) -> LoadedModel:
             skipped.append((name, "weight is computed at run time (not an initializer or Constant)"))
             continue
         dims = tuple(int(v) for v in proto.dims)
-        if len(dims) not in (3, 4, 5) or proto.data_type not in (1, 10, 11, 16):  # float, f16, f64, bf16
+        if (len(dims) not in (3, 4, 5) or min(dims) < 1
+                or proto.data_type not in (1, 10, 11, 16)):  # float, f16, f64, bf16
             skipped.append((name, f"weight of shape {dims} and ONNX dtype {proto.data_type} is not analysed"))
             continue
         attrs, d = _attrs(node), len(dims) - 2
-        pads = list(attrs.get("pads", [0] * 2 * d))
+        at = f"{path}: node {name}"
+        pads = list(_ints(attrs, "pads", 2 * d, 0, at))
         notes = []
-        if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-            notes.append(f"auto_pad {attrs['auto_pad'].decode() if isinstance(attrs['auto_pad'], bytes) else attrs['auto_pad']}")
+        auto_pad = attrs.get("auto_pad", b"NOTSET")
+        auto_pad = auto_pad.decode("utf-8", "replace") if isinstance(auto_pad, bytes) else str(auto_pad)
+        if auto_pad != "NOTSET":
+            notes.append(f"auto_pad {auto_pad}")
         elif any(pads):
             notes.append(f"pads {pads}")
         grid = shapes.get(node.input[0])
-        grid = tuple(grid[2:]) if grid and len(grid) == d + 2 and None not in grid[2:] else None
+        grid = tuple(grid[2:]) if grid and len(grid) == d + 2 and None not in grid[2:] and min(grid[2:]) > 0 else None
         missing_grid += grid is None
         layers.append(ConvLayer(
             name=name, shape=dims, dtype=_dtype(proto.data_type), weight=OnnxWeight(proto), order=len(layers),
-            groups=int(attrs.get("group", 1)), stride=tuple(attrs.get("strides", [1] * d)),
-            dilation=tuple(attrs.get("dilations", [1] * d)), transposed=node.op_type == "ConvTranspose",
+            groups=_int(attrs, "group", 1, at), stride=_ints(attrs, "strides", d, 1, at),
+            dilation=_ints(attrs, "dilations", d, 1, at), transposed=node.op_type == "ConvTranspose",
             padding_mode="zeros", grid=grid, grid_source="metadata" if grid else "default",
             geometry_source="metadata", notes=tuple(notes),
         ))
-        by_output[node.output[0]] = len(layers) - 1
+        if node.output:
+            by_output[node.output[0]] = len(layers) - 1
     notes = ["an ONNX graph: geometry from node attributes, order from the graph"]
     if missing_grid:
         notes.append(f"{missing_grid} layer(s) without an inferred input shape (the model does not declare "
