@@ -121,9 +121,30 @@ def check(files: dict[str, bytes], workdir: Path, *, limit: float = 10.0, isolat
         return Outcome("hang", None, f"over {limit} s")
 
 
+def warm() -> None:
+    """Import everything a case uses, so that a forked child starts ready (imports cost seconds)."""
+    import onnx  # noqa: F401
+    import safetensors.torch  # noqa: F401
+    import torch.jit  # noqa: F401
+    from rich.console import Console  # noqa: F401
+
+    import cbn_inspect.analysis  # noqa: F401
+    import cbn_inspect.cli._layers  # noqa: F401
+    import cbn_inspect.inspect  # noqa: F401
+    import cbn_inspect.loaders._identify  # noqa: F401
+    import cbn_inspect.loaders._onnx  # noqa: F401
+    import cbn_inspect.loaders._torchscript  # noqa: F401
+    import cbn_inspect.report  # noqa: F401
+    from cbn_inspect.analysis import configure_threads
+
+    configure_threads(1)
+
+
 def _check_forked(path: Path, limit: float) -> Outcome:
     import select
     import time
+
+    warm()
 
     read, write = os.pipe()
     pid = os.fork()
