@@ -125,6 +125,7 @@ def warm() -> None:
     """Import everything a case uses, so that a forked child starts ready (imports cost seconds)."""
     import onnx  # noqa: F401
     import safetensors.torch  # noqa: F401
+    import torch._dynamo  # noqa: F401  (torch imports it, and sympy, lazily on some corrupt pickles: seconds)
     import torch.jit  # noqa: F401
     from rich.console import Console  # noqa: F401
 
@@ -138,6 +139,19 @@ def warm() -> None:
     from cbn_inspect.analysis import configure_threads
 
     configure_threads(1)
+    if not _WARM:  # every seed once, without a time limit: an alarm must never land inside a first import
+        _WARM.append(True)
+        import tempfile
+
+        from .make_corpus import FORMATS
+
+        with tempfile.TemporaryDirectory(prefix="cbn-fuzz-warm-") as tmp:
+            for fmt in FORMATS:
+                outcome = _classify(_write(seed_files(fmt), Path(tmp) / fmt))
+                assert outcome.kind == "ok", (fmt, outcome)
+
+
+_WARM: list[bool] = []
 
 
 def _check_forked(path: Path, limit: float) -> Outcome:

@@ -140,8 +140,8 @@ def read_torchscript(path: Path, *, size: tuple[int, ...] | None, fold_batchnorm
         bn = None
         if fold_batchnorm and call["bn"] is not None:
             gamma, var, eps, var_name = call["bn"]
-            bn = BatchNormParams(name=(var_name or "batchnorm").rsplit(".", 1)[0], weight=gamma,
-                                 running_var=var, eps=eps)
+            bn = BatchNormParams(name=(var_name or "batchnorm").rsplit(".", 1)[0],
+                                 weight=None if gamma is None else gamma.detach(), running_var=var.detach(), eps=eps)
         layers.append(ConvLayer(
             name=name[: -len(".weight")] if name.endswith(".weight") else name, shape=call["shape"],
             dtype=call["dtype"], weight=InMemoryWeight(call["tensor"].detach()), order=len(layers),
