@@ -16,6 +16,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from ..errors import UsageError
 from ..loaders import load
 from ..records import ConvLayer, LoadedModel
 from ..report._text import clean, safe
@@ -111,5 +112,8 @@ def layers_command(
     for note in loaded.source.notes:
         console.print(safe(f"note: {note}", style="dim"))
     if json_out:
-        with open(json_out, "w") as handle:
-            handle.write(json.dumps(data, indent=2) + "\n")
+        try:
+            with open(json_out, "w") as handle:
+                handle.write(json.dumps(data, indent=2) + "\n")
+        except OSError as exc:
+            raise UsageError(f"--json {json_out}: cannot write ({exc.strerror or exc})") from exc
