@@ -29,7 +29,7 @@ from fuzz.mutators import mutate  # noqa: E402
 
 DOCUMENTED = {2, 3, 4, 5, 6, 7}
 MUTANTS = {"torchscript": 60}  # forked children cost ~0.1 s each; the rest run in-process
-DEFAULT_MUTANTS = 150
+DEFAULT_MUTANTS = 200
 LIMIT_S = 10.0
 
 

@@ -33,7 +33,7 @@ EPILOG = """
 * `cbn-inspect weights.safetensors --arch timm:resnet50 --input-size 288`: a file's weights in that architecture.
 
 Exit codes: 0 ok, 2 usage, 3 unreadable input, 4 no conv layers, 5 unsafe pickle refused, 6 analysis
-error, 70 internal error.
+error, 7 out of memory, 70 internal error (`--debug` shows its traceback).
 """
 
 
