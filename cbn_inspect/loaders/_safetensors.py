@@ -77,7 +77,7 @@ def _shard_path(index_path: Path, shard: object) -> Path:
     if not isinstance(shard, str) or not shard or "\x00" in shard:
         raise UnreadableInputError(f"{where}, not a file name")
     if Path(shard).is_absolute() or ".." in Path(shard).parts:
-        raise UnreadableInputError(f"{where}: refused, a shard must lie inside the checkpoint's folder")
+        raise UnreadableInputError(f"{where}: refused, a shard must not lie outside the checkpoint's folder")
     try:
         folder = index_path.parent.resolve()
         path = (folder / shard).resolve()
