@@ -17,7 +17,7 @@ from typing import Any, Callable
 from ._limits import TimeBudget, check_layer_count, check_memory, memory_room
 from .analysis import layer_evidence, layers_in_flight, locate_bottleneck, resolve_grid, submit_layer
 from .analysis.layer import unit_axes
-from .errors import CbnError, NothingToAnalyseError, UnreadableInputError, UsageError
+from .errors import CbnError, NothingToAnalyseError, ResourceLimitError, UnreadableInputError, UsageError
 from .loaders import load, parse_input_size
 from .records import ActivationSettings, LayerReport, LoadedModel, ModelReport, Settings
 
@@ -56,6 +56,20 @@ def _warnings(loaded: LoadedModel, reports: list[LayerReport], settings: Setting
     return out
 
 
+def _short(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+def _result(future, loaded: LoadedModel) -> LayerReport:
+    """A layer's report; a MemoryError in its analysis is a resource limit, not a bug."""
+    try:
+        return future.result()
+    except MemoryError as exc:
+        raise ResourceLimitError(f"{loaded.source.path}: ran out of memory analysing a layer "
+                                 "(try --layers, a smaller --grid or --memory-budget)") from exc
+
+
 def _tick(progress, reports: list[LayerReport], total: int) -> None:
     if progress is not None:
         progress(len(reports), total, reports[-1].layer.name)
@@ -92,12 +106,15 @@ def analyze_model(loaded: LoadedModel, settings: Settings | None = None,
                 weight = layer.weight.load()
             except CbnError:
                 raise
+            except MemoryError as exc:
+                raise ResourceLimitError(f"{loaded.source.path}: out of memory reading layer {layer.name}") from exc
             except Exception as exc:
-                raise UnreadableInputError(f"{loaded.source.path}: cannot read layer {layer.name}: {exc}") from exc
+                raise UnreadableInputError(f"{loaded.source.path}: cannot read layer {layer.name}: "
+                                           f"{_short(exc)}") from exc
             pending.append((submit_layer(layer, weight, settings), need))
             del weight
         while pending:
-            reports.append(pending.popleft()[0].result())
+            reports.append(_result(pending.popleft()[0], loaded))
             _tick(progress, reports, len(layers))
     finally:
         for future, _ in pending:

@@ -23,6 +23,11 @@ import torch
 from ..errors import AnalysisError
 
 
+# No geometry beyond this many grid positions (or dilated kernel taps) is analysed: past it the sizes do not
+# describe a network but overflow tensor sizes (what an analysis may cost below it: the resource limits).
+MAX_POSITIONS = 2**32
+
+
 @dataclass(frozen=True)
 class KernelPlan:
     """A stride-1 grouped kernel ``(groups, C_out/g, C_in_eff/g, *taps)`` on ``grid``, ready for a DFT."""
@@ -42,7 +47,10 @@ def _as_tuple(value: tuple[int, ...] | None, d: int, default: int = 1) -> tuple[
         return tuple(value) * d
     if len(value) != d:
         raise AnalysisError(f"expected {d} values per spatial axis, got {tuple(value)}")
-    return tuple(int(v) for v in value)
+    try:
+        return tuple(int(v) for v in value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise AnalysisError(f"not integers per spatial axis: {tuple(value)!r}") from exc
 
 
 def _dilate(kernel: torch.Tensor, dilation: tuple[int, ...]) -> torch.Tensor:
@@ -117,6 +125,10 @@ def plan_kernel(
     dilation = _as_tuple(dilation, d)
     if min(grid) < 1 or min(stride) < 1 or min(dilation) < 1:
         raise AnalysisError(f"grid, stride and dilation must be positive: {grid}, {stride}, {dilation}")
+    extent = [(t - 1) * r + 1 for t, r in zip(weight.shape[2:], dilation)]
+    if math.prod(grid) * math.prod(stride) > MAX_POSITIONS or math.prod(extent) > MAX_POSITIONS:
+        raise AnalysisError(f"grid {_fmt(grid)}, stride {_fmt(stride)} and dilation {_fmt(dilation)} are too "
+                            f"large to analyse (more than {MAX_POSITIONS} positions)")
     rows = weight.shape[0]
     if groups < 1 or rows % groups:
         raise AnalysisError(f"{rows} output rows of the weight do not split into {groups} groups")

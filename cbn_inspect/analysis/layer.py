@@ -6,8 +6,10 @@ Pure: the caller hands in the weight tensor (loading it is the loader's business
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import TYPE_CHECKING, Sequence
 
+import numpy as np
 import torch
 
 from ..records import BatchNormParams, ConvLayer, LayerEvidence, LayerReport, Settings
@@ -87,15 +89,29 @@ def analyze_layer(layer: ConvLayer, weight: torch.Tensor, settings: Settings) ->
                            flags=("nonfinite",), notes=(f"{bad} NaN/Inf weights: layer not analysed",))
     flags = list(layer.flags)
     if layer.batchnorm is not None and settings.fold_batchnorm:
-        weight = fold_batchnorm(weight.to(compute), layer.batchnorm, transposed=layer.transposed, groups=layer.groups)
-        flags.append("batchnorm-folded")
-        notes.append(f"BatchNorm {layer.batchnorm.name} folded in")
+        folded, refusal = _fold_checked(weight, layer)
+        if refusal:
+            notes.append(refusal)
+        else:
+            weight = folded
+            flags.append("batchnorm-folded")
+            notes.append(f"BatchNorm {layer.batchnorm.name} folded in")
+    weight, exponent = _normalise(weight)
     plan = plan_kernel(weight, layer.grid, groups=layer.groups, stride=layer.stride,
                        dilation=layer.dilation, transposed=layer.transposed)
     notes.extend(plan.notes)
     spectrum = compute_spectrum(plan, precision=settings.precision, device=settings.device,
                                 memory_budget_mb=settings.memory_budget_mb)
-    metrics = count_modes(spectrum, settings.tolerance)
+    tolerance = settings.tolerance
+    if exponent and tolerance.name == "absolute":  # an absolute threshold applies to the unscaled values
+        tolerance = dataclasses.replace(tolerance, value=_ldexp(tolerance.value, -exponent))
+    metrics = count_modes(spectrum, tolerance)
+    if exponent:
+        metrics, spectrum = _denormalise(metrics, spectrum, exponent)
+        if not math.isfinite(metrics.spectral_norm):
+            return LayerReport(layer=layer, spectrum_grid=None, exact=False, metrics=None, flags=("overflow",),
+                               notes=tuple(notes) + ("singular values beyond float64's range: layer not analysed",))
+        notes.append(f"weights of magnitude 2^{exponent} analysed scaled by 2^{-exponent} (exact)")
     # A kernel larger than its grid is analysed with its taps wrapped: exact for the wrapped operator, not
     # for the layer the network runs, so never exact (and never a strong bottleneck call).
     exact = plan.exact and not plan.wrapped and layer.padding_mode == "circular" and layer.grid_source != "default"
@@ -139,3 +155,68 @@ def layers_in_flight(settings: Settings) -> int:
     if settings.device != "cpu":
         return 1
     return settings.threads if settings.threads is not None else analysis_threads()
+
+
+# Weights whose largest magnitude lies outside [2^-64, 2^64] are analysed scaled by a power of two (exact),
+# so that Gram matrices (squares) and energies stay far from float64's overflow and underflow; singular
+# values are linear in the weight, so the absolute results are scaled back. Inside the range nothing changes.
+_NORMAL_RANGE = (2.0**-64, 2.0**64)
+
+
+def _ldexp(value: float, exponent: int) -> float:
+    with np.errstate(over="ignore", under="ignore"):
+        return float(np.ldexp(value, exponent))
+
+
+def _normalise(weight: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``weight * 2^-e`` with its largest magnitude in [0.5, 1), and ``e``; ``e = 0`` for ordinary weights."""
+    peak = float(weight.abs().max()) if weight.numel() else 0.0
+    if peak == 0.0 or _NORMAL_RANGE[0] <= peak <= _NORMAL_RANGE[1]:
+        return weight, 0
+    exponent = math.frexp(peak)[1]
+    return torch.ldexp(weight, torch.tensor(-exponent, dtype=weight.dtype)), exponent
+
+
+def _denormalise(metrics, spectrum, exponent: int):
+    """Scale the absolute quantities of a layer analysed at ``2^-exponent`` back (ratios are unchanged)."""
+    def back(value):
+        return None if value is None else _ldexp(value, exponent)
+
+    metrics = dataclasses.replace(
+        metrics, threshold=back(metrics.threshold), spectral_norm=back(metrics.spectral_norm),
+        smallest_kept=back(metrics.smallest_kept), largest_discarded=back(metrics.largest_discarded),
+        profile=tuple(back(v) for v in metrics.profile))
+    if spectrum is not None:
+        with np.errstate(over="ignore", under="ignore"):
+            spectrum = dataclasses.replace(spectrum, values=np.ldexp(spectrum.values, exponent))
+    return metrics, spectrum
+
+
+def _fold_checked(weight: torch.Tensor, layer: ConvLayer) -> tuple[torch.Tensor, str | None]:
+    """The BatchNorm-folded weight, or the reason folding is refused (the layer is then analysed unfolded).
+
+    A running variance with ``var + eps <= 0`` (negative or zero variance, a zero or negative epsilon), a
+    non-finite BatchNorm vector or a fold that overflows has no inference-time linear map to fold.
+    """
+    bn = layer.batchnorm
+    try:
+        var = torch.as_tensor(bn.running_var).detach().to(torch.float64).reshape(-1)
+        gamma = None if bn.weight is None else torch.as_tensor(bn.weight).detach().to(torch.float64).reshape(-1)
+        eps = float(bn.eps)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        return weight, f"BatchNorm {bn.name} not folded: its parameters cannot be read ({exc})"
+    channels = layer.out_channels
+    if var.numel() != channels or (gamma is not None and gamma.numel() != channels):
+        return weight, f"BatchNorm {bn.name} not folded: {var.numel()} variances for {channels} output channels"
+    if not math.isfinite(eps) or not bool(torch.isfinite(var).all()) or (
+            gamma is not None and not bool(torch.isfinite(gamma).all())):
+        return weight, f"BatchNorm {bn.name} not folded: non-finite running_var, weight or eps"
+    if bool(((var + eps) <= 0).any()):
+        bad = int(((var + eps) <= 0).sum())
+        return weight, (f"BatchNorm {bn.name} not folded: running_var + eps is not positive in {bad} channel(s) "
+                        "(no inference-time scale); analysed unfolded")
+    bn = dataclasses.replace(bn, running_var=var, weight=gamma, eps=eps)
+    folded = fold_batchnorm(weight, bn, transposed=layer.transposed, groups=layer.groups)
+    if not bool(torch.isfinite(folded).all()):
+        return weight, f"BatchNorm {bn.name} not folded: the folded weights overflow; analysed unfolded"
+    return folded, None

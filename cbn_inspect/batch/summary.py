@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import UsageError
+from ..report._text import safe
 from .records import AuditRow
 
 CSV_COLUMNS = (
@@ -105,7 +106,7 @@ class AuditSummary:
 
         width = options.max_width
         common = _common_folder([r.item for r in self.rows])
-        title = f"cbn-inspect audit: {shorten_middle(common, width - 20)}" if common else "cbn-inspect audit"
+        title = safe(f"cbn-inspect audit: {shorten_middle(common, width - 20)}" if common else "cbn-inspect audit")
         ok = [r for r in self.rows if r.ok]
         cells = []
         for row in ok:
@@ -131,7 +132,7 @@ class AuditSummary:
                              min_width=min(size, len(name)), max_width=size)
         shortened = {name: short_names([c[name] for c in cells], size) for name, size in widths.items()}
         for i in range(len(cells)):
-            table.add_row(*(shortened[name][i] for name in widths))
+            table.add_row(*(safe(shortened[name][i]) for name in widths))
         failed = [r for r in self.rows if not r.ok]
         parts: list = [table] if cells else []
         if failed:
@@ -139,8 +140,8 @@ class AuditSummary:
             names = short_names([_short_item(r.item, common) for r in failed], max(16, width // 2))
             for name, row in zip(names, failed):
                 message = (row.error_message or "").removeprefix(f"{row.item}: ")
-                parts.append(Text(f"  {name}: {row.error_kind or 'error'}: {message}", style="red"))
-        yield Group(*parts, Text(self.totals(), style="bold"))
+                parts.append(safe(f"  {name}: {row.error_kind or 'error'}: {message}", style="red"))
+        yield Group(*parts, safe(self.totals(), style="bold"))
 
 
 COLUMN_MIN = {"item": 12, "layers": 6, "bottleneck": 9, "rank": 4, "type": 7, "strength": 8}

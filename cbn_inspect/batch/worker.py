@@ -14,7 +14,7 @@ import os
 import time
 
 from ..analysis import configure_threads
-from ..errors import CbnError, INTERNAL_ERROR_EXIT
+from ..errors import INTERNAL_ERROR_EXIT, CbnError, ResourceLimitError
 from ..report.json_report import settings_to_dict
 from .records import AuditRow, AuditTask
 
@@ -67,11 +67,12 @@ def run_task(task: AuditTask) -> AuditRow:
         return error_row(task, error.kind, error.one_line(), error.exit_code, time.perf_counter() - started)
     except MemoryError:
         _trace(task.item.source)
-        return error_row(task, "out-of-memory", "ran out of memory (MemoryError)", INTERNAL_ERROR_EXIT,
-                         time.perf_counter() - started)
+        return error_row(task, ResourceLimitError.kind, "ran out of memory (MemoryError)",
+                         ResourceLimitError.exit_code, time.perf_counter() - started)
     except Exception as exc:  # a bug in cbn-inspect or a loader: one row, and the batch goes on
         _trace(task.item.source)
-        return error_row(task, "internal", f"{type(exc).__name__}: {exc}", INTERNAL_ERROR_EXIT,
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        return error_row(task, "internal", f"{type(exc).__name__}: {first}", INTERNAL_ERROR_EXIT,
                          time.perf_counter() - started)
     _trace(task.item.source)
     return AuditRow(

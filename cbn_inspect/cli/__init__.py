@@ -40,11 +40,18 @@ def _mistyped(word: str, commands: set[str]) -> bool:
 
 def route(argv: list[str]) -> list[str]:
     """Insert the default subcommand ``report`` unless the first argument names a subcommand (or is a
-    mistyped one: that stays, so the group can say "no such command 'reprot'; did you mean 'report'?")."""
+    mistyped one: that stays, so the group can say "no such command 'reprot'; did you mean 'report'?").
+
+    ``--debug`` is a global option wherever it is written (``cbn-inspect model.pt --debug``): it is moved
+    in front of the subcommand, where typer expects it (arguments after ``--`` are left alone).
+    """
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = [a for a in argv[:end] if a == "--debug"]
+    argv = [a for a in argv[:end] if a != "--debug"] + argv[end:]
     commands = _commands()
     if argv and argv[0] not in commands and argv[0] not in _PASSTHROUGH and not _mistyped(argv[0], commands):
-        return ["report", *argv]
-    return argv
+        argv = ["report", *argv]
+    return debug[:1] + argv
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,6 +6,7 @@ import functools
 import os
 import re
 import sys
+import traceback
 from enum import Enum
 from typing import Annotated, Callable, Optional
 
@@ -15,7 +16,8 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from .._version import __version__
-from ..errors import INTERNAL_ERROR_EXIT, CbnError
+from ..errors import INTERNAL_ERROR_EXIT, CbnError, ResourceLimitError
+from ..report._text import safe
 
 class CbnGroup(TyperGroup):
     """The command group with one error discipline: every usage error is one ``cbn-inspect: error:`` line on
@@ -106,13 +108,36 @@ VersionOption = Annotated[
 ]
 
 
+DEBUG_ENV = "CBN_INSPECT_DEBUG"
+_DEBUG = {"on": False}
+
+
+def debugging() -> bool:
+    """``--debug`` given, or ``CBN_INSPECT_DEBUG=1`` set: errors come with their traceback."""
+    return _DEBUG["on"] or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+DebugOption = Annotated[
+    bool,
+    typer.Option("--debug", help="On an error, print the traceback too (same as CBN_INSPECT_DEBUG=1)."),
+]
+
+
 @app.callback()
-def _root(version: VersionOption = None) -> None:
+def _root(version: VersionOption = None, debug: DebugOption = False) -> None:
     """Find the Convolution Bottleneck (Wen & Jacot, ICML 2024) in CNN checkpoints."""
+    _DEBUG["on"] = debug
 
 
 def _say(text: str) -> None:
-    stderr.print(text, markup=False, highlight=False)
+    stderr.print(safe(text), highlight=False)
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception's text (torch appends C++ backtraces), cut to ``limit``."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def warn(text: str) -> None:
@@ -121,22 +146,31 @@ def warn(text: str) -> None:
 
 
 def guarded(command: Callable) -> Callable:
-    """Wrap a command: CbnError -> one line and its exit code; any other exception -> one line, exit 70."""
+    """Wrap a command: CbnError -> one line and its exit code; MemoryError -> one line, exit 7 (a resource
+    limit); any other exception -> one line, exit 70 (a bug). ``--debug`` adds the traceback."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except CbnError as error:
-            _say(f"cbn-inspect: error: {error.one_line()}")
-            raise typer.Exit(error.exit_code) from None
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
-        except Exception as exc:  # a bug: one line for users, the traceback with CBN_INSPECT_DEBUG=1
-            if os.environ.get("CBN_INSPECT_DEBUG"):
+        except CbnError as error:
+            if debugging():
+                traceback.print_exc()
+            _say(f"cbn-inspect: error: {error.one_line()}")
+            raise typer.Exit(error.exit_code) from None
+        except MemoryError:  # the last resort: loaders and analysis map what they can foresee themselves
+            if debugging():
+                traceback.print_exc()
+            _say(f"cbn-inspect: error: ran out of memory ({ResourceLimitError.__name__}: the input needs more "
+                 "memory than is available; try --layers, a smaller --grid or --memory-budget)")
+            raise typer.Exit(ResourceLimitError.exit_code) from None
+        except Exception as exc:  # a bug: one line for users, the traceback with --debug
+            if debugging():
                 raise
-            _say(f"cbn-inspect: internal error: {type(exc).__name__}: {exc} "
-                 "(set CBN_INSPECT_DEBUG=1 for the traceback, and please report it)")
+            _say(f"cbn-inspect: internal error: {type(exc).__name__}: {_first_line(exc)} "
+                 "(run with --debug for the traceback, and please report it)")
             raise typer.Exit(INTERNAL_ERROR_EXIT) from None
 
     return wrapper

@@ -17,6 +17,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
                            TimeRemainingColumn)
 
 from ..errors import SOME_ITEMS_FAILED_EXIT, UsageError
+from ..report._text import safe
 from ._app import Metric, Precision, Rule, app, guarded, stderr, warn
 from ._options import (
     DegreeOption, DeviceOption, FoldBnOption, GridOption, KeyOption, LayersOption, MaxUtilisationOption,
@@ -68,8 +69,8 @@ class _RichProgress:
 
     def advance(self, row) -> None:
         if not row.ok:
-            self.console.print(f"{row.item}: {row.error_kind}: {row.error_message}", markup=False,
-                               highlight=False, style="red")
+            self.console.print(safe(f"{row.item}: {row.error_kind}: {row.error_message}", style="red"),
+                               highlight=False)
             self.bar.tasks[0].fields["failed"] += 1
         self.bar.advance(self.task)
 
@@ -146,7 +147,7 @@ def audit_command(
             progress.stop()
     if quiet:
         for row in result.failed:
-            stderr.print(f"{row.item}: {row.error_kind}: {row.error_message}", markup=False, highlight=False)
+            stderr.print(safe(f"{row.item}: {row.error_kind}: {row.error_message}"), highlight=False)
     if csv_out is not None:
         write_csv(csv_out, result.rows)
     if html_out is not None:
@@ -160,7 +161,7 @@ def audit_command(
         table_console = stderr if str(out) == "-" else Console(highlight=False)  # stdout holds the JSONL
         table_console.print(AuditSummary(result.rows, reused=result.reused, seconds=result.seconds))
         if result.repaired_lines:
-            stderr.print(f"{out}: {result.repaired_lines} line(s) dropped on resume (partial, invalid or "
-                         "recomputed)", style="dim")
+            stderr.print(safe(f"{out}: {result.repaired_lines} line(s) dropped on resume (partial, invalid or "
+                              "recomputed)", style="dim"))
     if result.exit_code:
         raise typer.Exit(result.exit_code)

@@ -17,10 +17,11 @@ from rich.console import Console
 from rich.table import Table
 
 from .._version import SCHEMA_VERSION, __version__
-from ..errors import CbnError
+from ..errors import CbnError, UsageError
 from ..loaders import load
 from ..report.json_report import error_to_dict
 from ..records import ConvLayer, LoadedModel
+from ..report._text import clean, safe
 from ._app import app, guarded
 from ._app import OnnxBranch
 from ._options import ArchOption, InputSizeOption, KeyOption, OnnxBranchOption, TrustCodeOption
@@ -75,10 +76,10 @@ def _table(loaded: LoadedModel, width: int = 80) -> Table:
         grid = _axes(layer.grid) if layer.grid else "default"
         if layer.grid and layer.grid_source != "trace":
             grid += f" ({GRID_MARK.get(layer.grid_source, layer.grid_source)})"
-        rows.append((str(layer.order), layer.name, layer.kind.replace("conv_transpose", "convT"),
+        rows.append((str(layer.order), clean(layer.name), layer.kind.replace("conv_transpose", "convT"),
                      _axes(layer.shape), str(layer.groups),
                      _axes(layer.stride or (1,) * layer.ndim) + ("" if layer.geometry_source != "assumed" else "?"), grid,
-                     layer.dtype + ("*" if layer.notes else "")))
+                     clean(layer.dtype) + ("*" if layer.notes else "")))
     columns = ("#", "layer", "kind", "shape", "groups", "stride", "grid", "dtype")
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
     room = max(12, width - (sum(widths) - widths[1]) - 2 * (len(columns) - 1) - 1)
@@ -88,7 +89,7 @@ def _table(loaded: LoadedModel, width: int = 80) -> Table:
         table.add_column(column, no_wrap=True, min_width=size,
                          justify="right" if column in ("#", "groups") else "left")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(safe(cell) for cell in row))
     return table
 
 
@@ -116,8 +117,8 @@ def layers_command(
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
     console = Console(highlight=False)
-    console.print(f"{loaded.source.path} ({loaded.source.format}): {len(loaded.layers)} conv layers, "
-                  f"order: {loaded.order_source} ({loaded.confidence} confidence)", markup=False)
+    console.print(safe(f"{loaded.source.path} ({loaded.source.format}): {len(loaded.layers)} conv layers, "
+                       f"order: {loaded.order_source} ({loaded.confidence} confidence)"))
     console.print(_table(loaded, console.width))
     marks = {layer.grid_source for layer in loaded.layers if layer.grid and layer.grid_source in GRID_MARK}
     if marks:
@@ -127,11 +128,14 @@ def layers_command(
         console.print("* notes:", markup=False, style="dim")
     for layer in loaded.layers:
         for note in layer.notes:
-            console.print(f"  {layer.order} {layer.name}: {note}", markup=False, style="dim")
+            console.print(safe(f"  {layer.order} {layer.name}: {note}", style="dim"))
     for name, reason in loaded.skipped:
-        console.print(f"skipped {name}: {reason}", markup=False, style="dim")
+        console.print(safe(f"skipped {name}: {reason}", style="dim"))
     for note in loaded.source.notes:
-        console.print(f"note: {note}", markup=False, style="dim")
+        console.print(safe(f"note: {note}", style="dim"))
     if json_out:
-        with open(json_out, "w") as handle:
-            handle.write(json.dumps(data, indent=2) + "\n")
+        try:
+            with open(json_out, "w") as handle:
+                handle.write(json.dumps(data, indent=2) + "\n")
+        except OSError as exc:
+            raise UsageError(f"--json {json_out}: cannot write ({exc.strerror or exc})") from exc

@@ -18,6 +18,7 @@ from ..report import TerminalReport, to_json
 from ..report.json_report import error_to_dict
 from ._app import Metric, OnnxBranch, Precision, Rule, app, guarded, stderr, warn
 from ._progress import LayerProgress, batch_progress
+from ..report._text import safe
 from ._options import (
     ArchOption, InputSizeOption, OnnxBranchOption,
     DegreeOption, DeviceOption, FoldBnOption, GridOption, KeyOption, LayersOption, MaxUtilisationOption,
@@ -44,7 +45,8 @@ EPILOG = """
 
 Exit codes: 0 ok, 2 usage, 3 unreadable input, 4 no conv layers, 5 unsafe content refused, 6 analysis
 error, 7 resource limit (--max-memory, --max-layers, --timeout), 10 an optional extra is missing (--plot
-needs matplotlib), 11 --activations without an executable architecture, 70 internal error. With `--json -`
+needs matplotlib), 11 --activations without an executable architecture, 70 internal error (`--debug` shows its
+traceback). With `--json -`
 a failure also writes a JSON object `{"error": {"kind", "message", "hint", "exit_code"}}` to stdout.
 """
 
@@ -144,7 +146,7 @@ def _write(path: str | Path, text: str, option: str) -> None:
         Path(path).write_text(text, encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"{option} {path}: cannot write ({exc.strerror or exc})") from exc
-    stderr.print(f"wrote {path}", style="dim")
+    stderr.print(safe(f"wrote {path}", style="dim"))
 
 
 def _write_pictures(report, plot: Path | None, html: Path | None) -> None:
@@ -152,7 +154,7 @@ def _write_pictures(report, plot: Path | None, html: Path | None) -> None:
         from ..report.figures import save_report_figure
 
         save_report_figure(report, plot)
-        stderr.print(f"wrote {plot}", style="dim")
+        stderr.print(safe(f"wrote {plot}", style="dim"))
     if html is not None:
         from ..report.html import report_html
 

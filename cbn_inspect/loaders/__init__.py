@@ -45,8 +45,12 @@ def detect_format(path: Path) -> str:
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise UnreadableInputError(f"{path}: a damaged zip archive ({exc})") from exc
+        except (zipfile.BadZipFile, OSError, UnicodeDecodeError, NotImplementedError, ValueError, EOFError,
+                RuntimeError) as exc:  # zipfile's errors for corrupt archives (non-UTF-8 names included)
+            raise UnreadableInputError(f"{path}: a damaged zip archive ({type(exc).__name__}: {exc})") from exc
+        if len(set(names)) != len(names):  # ambiguous; torch.jit.load crashes (SIGSEGV) on some of them
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise UnreadableInputError(f"{path}: a malformed zip archive (member {twice[0]} appears twice)")
         return "torchscript" if looks_like_torchscript(names) else "pytorch-zip"
     if len(head) >= 9:
         (header_len,) = struct.unpack("<Q", head[:8])

@@ -130,7 +130,7 @@ def _walk(graph: Any, scope: dict[str, Any], path: str, walk: _Walk, branch: str
                     scope[node.output[0]] = attr.t
         yield node, scope, path, branch
         visible.update(node.output)
-        label = node.name or node.op_type
+        label = _text(node.name or node.op_type)
         if node.op_type == "If":
             bodies = {a.name: a.g for a in node.attribute if a.type == AttributeProto.GRAPH}
             chosen = f"{walk.branch}_branch"
@@ -147,7 +147,7 @@ def _walk(graph: Any, scope: dict[str, Any], path: str, walk: _Walk, branch: str
         for attr in node.attribute:
             subgraphs = [attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs)
             for i, sub in enumerate(subgraphs):
-                where = f"{path}{label}.{attr.name}{i if len(subgraphs) > 1 else ''}"
+                where = f"{path}{label}.{_text(attr.name)}{i if len(subgraphs) > 1 else ''}"
                 yield from _walk(sub, scope, where + "/", walk, branch, visible)
 
 
@@ -216,10 +216,58 @@ def _shapes(model: Any) -> dict[str, tuple[int | None, ...]]:
     return out
 
 
+def _text(value: Any) -> str:
+    """A protobuf string field as text: the Python protobuf hands back bytes where the file's are not UTF-8."""
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
+
+
 def _attrs(node: Any) -> dict[str, Any]:
     from onnx import helper
 
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    out = {}
+    for a in node.attribute:
+        try:
+            out[a.name] = helper.get_attribute_value(a)
+        except Exception:  # an attribute whose declared type has no value: treated as malformed below
+            out[a.name] = None
+    return out
+
+
+def _ints(attrs: dict[str, Any], key: str, count: int, default: int, where: str) -> tuple[int, ...]:
+    """An INTS attribute of ``count`` values (or its default), refused unless it holds that many integers."""
+    value = attrs.get(key)
+    if value is None and key not in attrs:
+        return (default,) * count
+    if isinstance(value, int) and not isinstance(value, bool):  # an INT where INTS belong
+        value = [value]
+    if not isinstance(value, (list, tuple)) or len(value) != count or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise UnreadableInputError(f"{where}: attribute {key} is not {count} integers ({value!r:.60})")
+    return tuple(value)
+
+
+def _int(attrs: dict[str, Any], key: str, default: int, where: str) -> int:
+    value = attrs.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise UnreadableInputError(f"{where}: attribute {key} is not an integer ({value!r:.60})")
+    return value
+
+
+def _batchnorm(node: Any, scope: dict[str, Any], name: str) -> tuple[BatchNormParams | None, str | None]:
+    """A BatchNormalization node's scale and variance (constants), or why it cannot be folded."""
+    if len(node.input) < 5:
+        return None, f"BatchNorm {name} not folded: it has {len(node.input)} of its 5 inputs"
+    gamma, var = scope.get(node.input[1]), scope.get(node.input[4])
+    if var is None:
+        return None, None
+    eps = _attrs(node).get("epsilon", 1e-5)
+    try:
+        weight = OnnxWeight(gamma).load() if gamma is not None else None
+        running_var = OnnxWeight(var).load()
+        return BatchNormParams(name=_text(node.name or (node.output[0] if node.output else name)), weight=weight,
+                               running_var=running_var, eps=float(eps)), None
+    except Exception as exc:  # dims that do not match the data, a non-numeric dtype, a string epsilon
+        return None, f"BatchNorm {name} not folded: its constants cannot be read ({' '.join(str(exc).split())[:80]})"
 
 
 def _spatial(shape: tuple | None, d: int) -> tuple[int, ...] | None:
@@ -252,10 +300,6 @@ def _padding(node, attrs, dims, walk, scope, shapes) -> tuple[str, tuple[int, ..
     return found.mode, _spatial(shapes.get(found.source), d), found.source, notes
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def read_onnx(path: Path, *, fold_batchnorm: bool, input_size: tuple[int, ...] | None = None,
               branch: str = "then") -> LoadedModel:
     """Conv layers of an ONNX model in execution order; ``input_size`` fixes dynamic input axes for shape
@@ -269,7 +313,7 @@ def read_onnx(path: Path, *, fold_batchnorm: bool, input_size: tuple[int, ...] |
         raise UsageError(f"--onnx-branch {branch!r}: use then or else")
     size_notes = _fix_inputs(model, input_size)
     shapes = _shapes(model)
-    metadata = {p.key: p.value for p in model.metadata_props}
+    metadata = {_text(p.key): _text(p.value) for p in model.metadata_props}
     layers: list[ConvLayer] = []
     skipped: list[tuple[str, str]] = []
     by_output: dict[str, int] = {}
@@ -277,15 +321,16 @@ def read_onnx(path: Path, *, fold_batchnorm: bool, input_size: tuple[int, ...] |
     walk = _Walk(branch=branch)
     _index(model.graph, walk)
     for node, scope, where, in_branch in _walk(model.graph, {}, "", walk, None, set()):
-        name = where + (node.name or f"{node.op_type}_{len(layers) + len(skipped)}")
-        if node.op_type == "BatchNormalization" and fold_batchnorm and node.input[0] in by_output:
+        name = where + _text(node.name or f"{_text(node.op_type)}_{len(layers) + len(skipped)}")
+        if (node.op_type == "BatchNormalization" and fold_batchnorm and node.input
+                and node.input[0] in by_output):
             index = by_output.pop(node.input[0])
-            gamma, var = scope.get(node.input[1]), scope.get(node.input[4])
-            if var is not None and layers[index].batchnorm is None:
-                eps = float(_attrs(node).get("epsilon", 1e-5))
-                bn = BatchNormParams(name=node.name or node.output[0], weight=OnnxWeight(gamma).load() if gamma else None,
-                                     running_var=OnnxWeight(var).load(), eps=eps)
-                layers[index] = dataclasses.replace(layers[index], batchnorm=bn)
+            if layers[index].batchnorm is None:
+                bn, why = _batchnorm(node, scope, name)
+                if bn is not None:
+                    layers[index] = dataclasses.replace(layers[index], batchnorm=bn)
+                elif why:
+                    layers[index] = dataclasses.replace(layers[index], notes=layers[index].notes + (why,))
             continue
         if node.op_type not in CONV_OPS:
             continue
@@ -302,6 +347,9 @@ def read_onnx(path: Path, *, fold_batchnorm: bool, input_size: tuple[int, ...] |
             continue
         else:
             proto = scope.get(node.input[1]) if len(node.input) > 1 else None
+            if not node.input or not node.output:
+                skipped.append((name, "a conv node without its input or output: not analysed"))
+                continue
             if proto is None:
                 skipped.append((name, "weight is computed at run time (not an initializer or Constant)"))
                 continue
@@ -310,21 +358,25 @@ def read_onnx(path: Path, *, fold_batchnorm: bool, input_size: tuple[int, ...] |
                 skipped.append((name, f"weight of shape {dims} and ONNX dtype {proto.data_type} is not analysed"))
                 continue
             weight, dtype = OnnxWeight(proto), _dtype(proto.data_type)
-        if len(dims) not in (3, 4, 5):
+        if len(dims) not in (3, 4, 5) or min(dims) < 1:
             skipped.append((name, f"weight of shape {dims} is not a 1-3 d conv kernel"))
             continue
         attrs, d = _attrs(node), len(dims) - 2
+        at = f"{path}: node {name}"
+        for key, count, default in (("pads", 2 * d, 0), ("strides", d, 1), ("dilations", d, 1)):
+            _ints(attrs, key, count, default, at)  # refused (exit 3) unless integers of the right count
         mode, grid, _, pad_notes = _padding(node, attrs, dims, walk, scope, shapes)
         notes = pad_notes + notes
         missing_grid += grid is None
         layers.append(ConvLayer(
             name=name, shape=dims, dtype=dtype, weight=weight, order=len(layers),
-            groups=int(attrs.get("group", 1)), stride=tuple(attrs.get("strides", [1] * d)),
-            dilation=tuple(attrs.get("dilations", [1] * d)), transposed=node.op_type == "ConvTranspose",
+            groups=_int(attrs, "group", 1, at), stride=_ints(attrs, "strides", d, 1, at),
+            dilation=_ints(attrs, "dilations", d, 1, at), transposed=node.op_type == "ConvTranspose",
             padding_mode=mode, grid=grid, grid_source="metadata" if grid else "default",
             geometry_source="metadata", notes=tuple(notes), flags=flags, branch=in_branch,
         ))
-        by_output[node.output[0]] = len(layers) - 1
+        if node.output:
+            by_output[node.output[0]] = len(layers) - 1
     notes = ["an ONNX graph: geometry from node attributes, order from the graph's execution order"]
     notes += size_notes + walk.left_out
     if missing_grid:

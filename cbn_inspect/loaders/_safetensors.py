@@ -71,26 +71,54 @@ def read_safetensors(path: Path) -> tuple[dict[str, TensorEntry], SourceInfo]:
     return entries, SourceInfo(path=str(path), format="safetensors", metadata=metadata)
 
 
-def read_sharded(index_path: Path) -> tuple[dict[str, TensorEntry], SourceInfo]:
-    """A sharded checkpoint: the index's ``weight_map`` names the shard of every tensor."""
+def _shard_path(index_path: Path, shard: object) -> Path:
+    """The file a ``weight_map`` value names, refused unless it is a plain relative path inside the folder."""
+    where = f"{index_path}: weight_map names shard {shard!r}"
+    if not isinstance(shard, str) or not shard or "\x00" in shard:
+        raise UnreadableInputError(f"{where}, not a file name")
+    if Path(shard).is_absolute() or ".." in Path(shard).parts:
+        raise UnreadableInputError(f"{where}: refused, a shard must not lie outside the checkpoint's folder")
     try:
-        index = json.loads(index_path.read_text())
-        weight_map = index["weight_map"]
-        shards = sorted(set(weight_map.values()))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        folder = index_path.parent.resolve()
+        path = (folder / shard).resolve()
+        inside = folder in path.parents
+        regular = path.is_file()
+    except (OSError, ValueError) as exc:  # a name too long, an undecodable name, a symlink loop
+        raise UnreadableInputError(f"{where}, which cannot be opened ({exc})") from exc
+    if not inside:
+        raise UnreadableInputError(f"{where}: refused, it lies outside the checkpoint's folder")
+    if not regular:
+        raise UnreadableInputError(f"{where}, which is missing (or not a regular file)")
+    return path
+
+
+def read_sharded(index_path: Path) -> tuple[dict[str, TensorEntry], SourceInfo]:
+    """A sharded checkpoint: the index's ``weight_map`` names the shard of every tensor.
+
+    Every shard must be a relative path inside the index's folder (``../`` and absolute paths are refused:
+    an index must not make the tool read other files).
+    """
+    try:
+        index = json.loads(index_path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise UnreadableInputError(f"{index_path}: not a valid safetensors index ({_short(exc)})") from exc
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise UnreadableInputError(f"{index_path}: not a valid safetensors index (no weight_map object)")
+    for value in weight_map.values():
+        if not isinstance(value, str):
+            _shard_path(index_path, value)  # refuses it
+    paths = {shard: _shard_path(index_path, shard) for shard in set(weight_map.values())}
     entries: dict[str, TensorEntry] = {}
     metadata: dict[str, str] = {}
-    for shard in shards:
-        shard_path = (index_path.parent / shard).resolve()
-        if index_path.parent.resolve() not in shard_path.parents:
-            raise UnreadableInputError(f"{index_path}: shard {shard!r} lies outside the checkpoint's folder")
-        if not shard_path.is_file():
-            raise UnreadableInputError(f"{index_path}: shard {shard} is missing")
-        shard_entries, shard_meta = _read_header(shard_path)
+    for shard in sorted(paths):
+        shard_entries, shard_meta = _read_header(paths[shard])
         entries.update(shard_entries)
         for key, value in shard_meta.items():
             metadata.setdefault(key, value)
-    for key, value in (index.get("metadata") or {}).items():
-        metadata.setdefault(str(key), str(value))
+    extra = index.get("metadata")
+    if isinstance(extra, dict):
+        for key, value in extra.items():
+            if isinstance(value, (str, int, float, bool)):
+                metadata.setdefault(str(key), str(value))
     return entries, SourceInfo(path=str(index_path), format="safetensors-sharded", metadata=metadata)

@@ -27,6 +27,9 @@ META_LAYERS = "cbn_inspect.layers"
 META_ORDER = "cbn_inspect.order"
 META_GRID = "cbn_inspect.grid"
 PADDING_MODES = ("circular", "zeros", "reflect", "replicate", "unknown")
+# The largest grid, stride, dilation or group count a file may declare: beyond it the numbers are not a
+# geometry but an attack on memory (bounds on what an analysis may cost are the resource limits' business).
+MAX_DECLARED = 2**20
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,10 @@ def parse_grid(text: str) -> tuple[int, ...]:
 
     Strict: numbers joined by ``x`` (or ``×``), nothing else -- ``"3x"``, ``"3,3"`` and ``"3 x"`` are errors."""
     cleaned = text.strip().lower()
-    if not re.fullmatch(r"\d+(?:[x×]\d+){0,2}", cleaned):
+    if not re.fullmatch(r"\d{1,9}(?:[x×]\d{1,9}){0,2}", cleaned):
         raise ValueError(f"not a grid: {text!r}")
     values = tuple(int(p) for p in re.split(r"[x×]", cleaned))
-    if not values or min(values) < 1 or len(values) > 3:
+    if not values or min(values) < 1 or len(values) > 3 or max(values) > MAX_DECLARED:
         raise ValueError(f"not a grid: {text!r}")
     return values
 
@@ -114,27 +117,41 @@ def _layer_metadata(metadata: Mapping[str, str], warnings: list[str]) -> tuple[d
                 raise ValueError("not a list")
         if META_GRID in metadata:
             grid = parse_grid(metadata[META_GRID])
-    except (ValueError, TypeError) as exc:
-        warnings.append(f"ignored malformed cbn_inspect metadata: {exc}")
+    except (ValueError, TypeError, RecursionError) as exc:  # RecursionError: JSON nested thousands deep
+        warnings.append(f"ignored malformed cbn_inspect metadata: {str(exc)[:120]}")
         return {}, None, None
     return layers, order, grid
 
 
 def _geometry_from_metadata(spec: Mapping[str, Any], ndim: int) -> dict[str, Any]:
+    def count(key: str, value: Any) -> int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        elif isinstance(value, str) and value.strip().isdecimal() and len(value.strip()) <= 9:
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DECLARED:
+            raise ValueError(f"{key} must hold integers from 1 to {MAX_DECLARED}, got {value!r}")
+        return value
+
     def axes(key: str) -> tuple[int, ...] | None:
         value = spec.get(key)
         if value is None:
             return None
-        value = [value] if isinstance(value, int) else list(value)
-        return tuple(int(v) for v in (value * ndim if len(value) == 1 else value))
+        value = [value] if not isinstance(value, (list, tuple)) else list(value)
+        if len(value) not in (1, ndim):
+            raise ValueError(f"{key} needs 1 or {ndim} values, got {len(value)}")
+        return tuple(count(key, v) for v in (value * ndim if len(value) == 1 else value))
 
-    padding = str(spec.get("padding_mode", "unknown"))
+    padding = spec.get("padding_mode", "unknown")
+    transposed = spec.get("transposed", False)
+    if not isinstance(transposed, bool):
+        raise ValueError(f"transposed must be true or false, got {transposed!r}")
     return {
         "grid": axes("grid"),
         "stride": axes("stride"),
         "dilation": axes("dilation"),
-        "groups": int(spec.get("groups", 1)),
-        "transposed": bool(spec.get("transposed", False)),
+        "groups": count("groups", spec.get("groups", 1)),
+        "transposed": transposed,
         "padding_mode": padding if padding in PADDING_MODES else "unknown",
     }
 
@@ -176,7 +193,7 @@ def build_model(
         if isinstance(spec, Mapping):
             try:
                 fields = _geometry_from_metadata(spec, ndim)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:
                 warnings.append(f"ignored malformed metadata for layer {prefix}: {exc}")
         grid = fields.pop("grid", None) or (meta_grid if meta_grid and len(meta_grid) in (1, ndim) else None)
         if grid is not None and len(grid) == 1 and ndim > 1:

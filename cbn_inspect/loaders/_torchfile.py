@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import UnreadableInputError, UnsafeContentError, UsageError
+from ..errors import CbnError, ResourceLimitError, UnreadableInputError, UnsafeContentError, UsageError
 from ..records import InMemoryWeight, SourceInfo
 from ._pickle_scan import placeholders, refusal, unsafe_globals
 from ._policy import allowed
@@ -65,10 +65,14 @@ def _plain_load(path: Path, trust: bool, safe: list | None = None) -> Any:
                     return torch.load(str(path), map_location="cpu", weights_only=True)
             return torch.load(str(path), map_location="cpu",
                               weights_only=not allowed("pytorch", "unpickle-objects", trust))
-    except pickle.UnpicklingError:
+    except (pickle.UnpicklingError, CbnError):
         raise
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, TypeError,
-            IndexError, MemoryError, OverflowError, UnicodeDecodeError, ImportError) as exc:
+    except MemoryError as exc:
+        raise ResourceLimitError(f"{path}: ran out of memory while unpickling") from exc
+    except RecursionError as exc:
+        raise UnreadableInputError(f"{path}: not a readable PyTorch checkpoint (nested too deeply)") from exc
+    except Exception as exc:  # torch.load lets out whatever a corrupt file provokes: struct.error,
+        # AssertionError, UnicodeDecodeError, zipfile's NotImplementedError, ... all of it is the file's fault
         detail = _reason(str(exc)) if isinstance(exc, (RuntimeError, ValueError, OSError)) else ""
         detail = detail or f"{type(exc).__name__} while unpickling"
         raise UnreadableInputError(f"{path}: not a readable PyTorch checkpoint ({detail})") from exc
@@ -172,26 +176,35 @@ def _strip(name: str) -> str:
 def read_torch_object(path: Path, *, trust: bool = False, key: str | None = None):
     """The checkpoint's object holding the model (a state dict, or an ``nn.Module`` when trusted), notes, metadata."""
     obj, load_notes = _torch_load(path, trust)
-    chosen, notes = _select(obj, key)
-    notes = load_notes + notes
-    metadata = {}
-    if isinstance(obj, Mapping):
-        meta = obj.get("cbn_inspect_metadata") or obj.get("metadata")
-        if isinstance(meta, Mapping):
-            metadata = {str(k): str(v) for k, v in meta.items() if isinstance(v, (str, int, float))}
+    try:
+        chosen, notes = _select(obj, key)
+        notes = load_notes + notes
+        metadata = {}
+        if isinstance(obj, Mapping):
+            meta = obj.get("cbn_inspect_metadata") or obj.get("metadata")
+            if isinstance(meta, Mapping):
+                metadata = {str(k): str(v) for k, v in meta.items() if isinstance(v, (str, int, float))}
+    except RecursionError as exc:  # containers nested thousands deep
+        raise UnreadableInputError(f"{path}: not a readable PyTorch checkpoint (nested too deeply)") from exc
     return chosen, notes, metadata
 
 
 def entries_of(chosen: Any) -> dict[str, TensorEntry]:
-    """Named tensors of a state dict (nested mappings flattened, wrapper prefixes stripped) or a module."""
+    """Named tensors of a state dict (nested mappings flattened, wrapper prefixes stripped) or a module.
+
+    Tensors without data (``meta`` tensors) are left out: there are no weights to analyse.
+    """
     import torch
 
-    tensors = {_strip(k): v for k, v in _flatten(chosen).items()}
+    try:
+        tensors = {_strip(k): v for k, v in _flatten(chosen).items()}
+    except RecursionError as exc:
+        raise UnreadableInputError("the checkpoint's state dict is nested too deeply to read") from exc
     return {
         name: TensorEntry(name=name, shape=tuple(t.shape), dtype=str(t.dtype).replace("torch.", ""),
                           source=InMemoryWeight(t))
         for name, t in tensors.items()
-        if isinstance(t, torch.Tensor) and not t.is_sparse
+        if isinstance(t, torch.Tensor) and not t.is_sparse and not t.is_meta and t.layout == torch.strided
     }
 
 

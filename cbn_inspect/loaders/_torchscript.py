@@ -38,8 +38,67 @@ def looks_like_torchscript(names: list[str]) -> bool:
     return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
 
 
+_ITEMSIZE = {"Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2, "Char": 1,
+             "Byte": 1, "Bool": 1, "ComplexFloat": 8, "ComplexDouble": 16, "QInt8": 1, "QUInt8": 1, "QInt32": 4}
+
+
+def _declared_storages(data: bytes) -> list[tuple[str, str, int]]:
+    """(key, storage type, element count) of each ``('storage', type, key, location, numel)`` persistent id
+    in a pickle, read from its opcodes (nothing is unpickled). Empty when the opcodes do not parse."""
+    import pickletools
+
+    values: list[Any] = []
+    memo: dict[int, Any] = {}
+    out = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            name = op.name
+            if name in ("GLOBAL", "SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BININT", "BININT1", "BININT2",
+                        "LONG1", "INT", "LONG"):
+                values.append(arg)
+            elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                memo[int(arg)] = values[-1] if values else None
+            elif name == "MEMOIZE":
+                memo[len(memo)] = values[-1] if values else None
+            elif name in ("BINGET", "LONG_BINGET", "GET"):
+                values.append(memo.get(int(arg)))
+            elif name == "BINPERSID":
+                tail = values[-5:]
+                if len(tail) == 5 and tail[0] == "storage" and isinstance(tail[1], str) and isinstance(tail[4], int):
+                    out.append((str(tail[2]), tail[1].rsplit(" ", 1)[-1], tail[4]))
+            values = values[-16:]
+    except Exception:  # not a pickle torch can read either: torch.jit.load says so
+        return []
+    return out
+
+
+def _check_storages(path: Path) -> None:
+    """Refuse an archive whose pickles declare storages larger than their records (or records that are
+    missing): torch.jit.load reads past the record and dies of SIGSEGV on them (found by fuzzing)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            sizes = {info.filename: info.file_size for info in archive.infolist()}
+            pickles = [n for n in sizes if n.endswith(("/data.pkl", "/constants.pkl"))]
+            contents = {n: archive.read(n) for n in pickles if sizes[n] <= 64 * 2**20}
+    except Exception as exc:  # zipfile's errors for a corrupt member (zlib, CRC, version, names)
+        raise UnreadableInputError(f"{path}: a damaged TorchScript archive ({type(exc).__name__}: {exc})") from exc
+    for name, data in contents.items():
+        folder = name.rsplit("/", 1)[0] + ("/data/" if name.endswith("/data.pkl") else "/constants/")
+        for key, kind, numel in _declared_storages(data):
+            need = numel * _ITEMSIZE.get(kind.removesuffix("Storage"), 1)
+            have = sizes.get(folder + key)
+            if have is None or have < need:
+                raise UnreadableInputError(
+                    f"{path}: storage {key} declares {need} bytes, its record holds "
+                    f"{'none' if have is None else have}: a truncated or corrupt TorchScript archive")
+
+
 def _jit_load(path: Path) -> Any:
     import torch
+
+    _check_storages(path)
 
     try:
         with warnings.catch_warnings():
@@ -159,8 +218,8 @@ def read_torchscript(path: Path, *, size: tuple[int, ...] | None, fold_batchnorm
         bn = None
         if fold_batchnorm and call["bn"] is not None:
             gamma, var, eps, var_name = call["bn"]
-            bn = BatchNormParams(name=(var_name or "batchnorm").rsplit(".", 1)[0], weight=gamma,
-                                 running_var=var, eps=eps)
+            bn = BatchNormParams(name=(var_name or "batchnorm").rsplit(".", 1)[0],
+                                 weight=None if gamma is None else gamma.detach(), running_var=var.detach(), eps=eps)
         layers.append(ConvLayer(
             name=name[: -len(".weight")] if name.endswith(".weight") else name, shape=call["shape"],
             dtype=call["dtype"], weight=InMemoryWeight(call["tensor"].detach()), order=len(layers),

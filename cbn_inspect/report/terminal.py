@@ -18,6 +18,7 @@ from rich.text import Text
 
 from .._version import __version__
 from ..records import LayerReport, ModelReport
+from ._text import clean, safe
 from .json_report import format_type, order_is_guessed
 
 BARS = "▁▂▃▄▅▆▇█"
@@ -113,14 +114,15 @@ def spark(report: LayerReport, width: int = SPARK_WIDTH) -> Text:
     metrics = report.metrics
     if metrics is None:
         return Text("not analysed", style="red")
-    if not metrics.profile or metrics.spectral_norm <= 0:
+    if not metrics.profile or not metrics.spectral_norm > 0 or not math.isfinite(metrics.spectral_norm):
         return Text("")
     profile = np.asarray(metrics.profile)
     picks = profile[np.linspace(0, len(profile) - 1, width).round().astype(int)]
     keep_from = metrics.smallest_kept if metrics.smallest_kept is not None else math.inf
     text = Text()
     for v in picks:
-        level = 1 + math.log10(max(v, 1e-300) / metrics.spectral_norm) / SPARK_DECADES
+        ratio = v / metrics.spectral_norm if math.isfinite(v) else 1.0
+        level = 1 + math.log10(max(ratio, 1e-300)) / SPARK_DECADES
         char = BARS[min(len(BARS) - 1, max(0, int(level * len(BARS))))]
         text.append(char, style="green" if v >= keep_from else "dim")
     return text
@@ -168,7 +170,7 @@ def _table(report: ModelReport, width: int) -> Table:
     if any(markers):
         table.add_column("!", no_wrap=True, style="yellow")
     metric = report.settings.degree_metric
-    names = short_names([r.layer.name for r in report.layers], name_width)
+    names = short_names([clean(r.layer.name) for r in report.layers], name_width)
     for i, r in enumerate(report.layers):
         m = r.metrics
         inside = b.found and (i in b.members if b.members else
@@ -176,7 +178,7 @@ def _table(report: ModelReport, width: int) -> Table:
         grid = _shape(r.layer.grid or ()) + ("*" if r.layer.grid_source == "default" else "")
         row = [
             f"▸{i}" if inside else str(i),
-            names[i],
+            safe(names[i]),
             _shape(r.layer.shape),
             grid,
             _count(m.mode_count) if m else "–",
@@ -194,7 +196,7 @@ def _table(report: ModelReport, width: int) -> Table:
 def _names(report: ModelReport, indices: Iterable[int], limit: int = 3) -> str:
     names = [report.layers[i].layer.name for i in indices]
     more = f", … {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
+    return ", ".join(clean(n) for n in names[:limit]) + more
 
 
 def _side_summary(report: ModelReport) -> str:
@@ -233,8 +235,8 @@ def _basis(report: ModelReport) -> tuple[Text, list[Text]]:
 
 def _span(candidate: Mapping) -> str:
     if candidate["start"] == candidate["end"]:
-        return f"layer {candidate['start']}"
-    return f"{candidate['start']} → {candidate['end']}"
+        return f"layer {clean(candidate['start'])}"
+    return f"{clean(candidate['start'])} → {clean(candidate['end'])}"
 
 
 def _use(m) -> str:
@@ -267,7 +269,7 @@ def _side_by_side(report: ModelReport, width: int) -> Table:
     seen = {layer.name for layer in acts.layers}
     rows += [(r.layer.name, None, None) for r in report.layers if r.layer.name not in seen]
     degrees = 16 if wide else 11
-    shown = dict(zip((name for name, _, _ in rows), short_names([name for name, _, _ in rows], 24 if wide else 12)))
+    shown = dict(zip((name for name, _, _ in rows), short_names([clean(name) for name, _, _ in rows], 24 if wide else 12)))
     for name, j, act in rows:
         wi, wr = weights.get(name, (None, None))
         wm = wr.metrics if wr is not None else None
@@ -275,7 +277,7 @@ def _side_by_side(report: ModelReport, width: int) -> Table:
         w_in, a_in = _inside(report.bottleneck, wi), _inside(acts.bottleneck, j)
         table.add_row(
             str(j if j is not None else "–"),
-            Text(shown[name]),  # a name from the file is data, never rich markup
+            safe(shown[name]),  # a name from the file is data, never rich markup
             Text(("▸" if w_in else "") + (_count(wm.mode_count) if wm else "–"), style="bold magenta" if w_in else ""),
             _use(wm) if wm else "–",
             degrees_cell(wm.degree_counts[metric], degrees)[0] if wm else "–",
@@ -292,7 +294,7 @@ def _full_degrees(report: ModelReport, width: int) -> Text | None:
     """The kept degrees of every row whose cell could not hold them all, whole, one row per line."""
     metric = report.settings.degree_metric
     width = degree_width(report, width)
-    lines = [f"{i} {r.layer.name}: {format_degrees(r.metrics.degree_counts[metric])}"
+    lines = [f"{i} {clean(r.layer.name)}: {format_degrees(r.metrics.degree_counts[metric])}"
              for i, r in enumerate(report.layers)
              if r.metrics is not None and degrees_cell(r.metrics.degree_counts[metric], width)[1]]
     if not lines:
@@ -310,7 +312,7 @@ def _legend(report: ModelReport) -> Text | None:
 def _bottleneck_lines(b, settings, lines: Text, style: str, names: list[str]) -> None:
     """The call itself: span, rank and type, strength, and what was trimmed or rejected (weights or activations)."""
     if b.found:
-        lines.append(f"Bottleneck: {b.start} → {b.end}", style=f"bold {style}")
+        lines.append(f"Bottleneck: {clean(b.start)} → {clean(b.end)}", style=f"bold {style}")
         lines.append(f"  ({b.plateau_length} layers)\n")
         lines.append(f"rank {b.rank} = {format_type(b.degree_counts)}")
         lines.append(f"  (degree: {settings.degree_metric})\n")
@@ -327,13 +329,13 @@ def _bottleneck_lines(b, settings, lines: Text, style: str, names: list[str]) ->
         if b.label_cap:
             lines.append(f"\nlabelled weak at most: {b.label_cap}", style="yellow")
         for i, why in b.trimmed:
-            lines.append(f"\nleft out of the run: {names[i]}, {why}")
+            lines.append(f"\nleft out of the run: {clean(names[i])}, {clean(why)}")
         if b.rejected:
             r = b.rejected
-            lines.append(f"\nnext candidate {_span(r)} (rank {r['rank']}) rejected: {r['reason']}", style="dim")
+            lines.append(f"\nnext candidate {_span(r)} (rank {r['rank']}) rejected: {clean(r['reason'])}", style="dim")
     else:
         lines.append("No bottleneck", style="bold")
-        lines.append(f": {b.reason}")
+        lines.append(f": {clean(b.reason)}")
         if b.rejected:
             r = b.rejected
             lines.append(f"\nbest candidate, rejected: {_span(r)} (rank {r['rank']}, strength {r['strength']:.2f})",
@@ -381,8 +383,8 @@ class TerminalReport:
         r = self.report
         head = Text()
         head.append("cbn-inspect ", style="bold")
-        head.append(f"{__version__} · {r.source.path}\n", style="dim")
-        head.append(f"{len(r.layers)} conv layers ({r.source.format}, order: {r.order_source}"
+        head.append(f"{__version__} · {clean(r.source.path)}\n", style="dim")
+        head.append(f"{len(r.layers)} conv layers ({clean(r.source.format)}, order: {r.order_source}"
                     + (f", {r.order_confidence} confidence" if r.order_confidence not in (None, "high") else "") + ")")
         folded = sum("batchnorm-folded" in layer.flags for layer in r.layers)
         if folded:
@@ -400,10 +402,10 @@ class TerminalReport:
         if any(layer.layer.grid_source == "default" for layer in r.layers):
             parts.append(Text("* default grid: no architecture or metadata declared it", style="dim"))
         for warning in r.warnings:
-            parts.append(Text(f"warning: {warning}", style="yellow"))
+            parts.append(Text(f"warning: {clean(warning)}", style="yellow"))
         if r.activations is not None:
             for note in (*r.activations.inputs.get("notes", ()), *r.activations.notes):
-                parts.append(Text(f"note: {note}", style="dim"))
+                parts.append(Text(f"note: {clean(note)}", style="dim"))
         yield Group(*parts)
 
 
