@@ -347,8 +347,8 @@ def read_onnx(path: Path, *, fold_batchnorm: bool, input_size: tuple[int, ...] |
             continue
         else:
             proto = scope.get(node.input[1]) if len(node.input) > 1 else None
-            if not node.input or not node.output:
-                skipped.append((name, "a conv node without its input or output: not analysed"))
+            if not node.input:
+                skipped.append((name, "a conv node without inputs: not analysed"))
                 continue
             if proto is None:
                 skipped.append((name, "weight is computed at run time (not an initializer or Constant)"))
