@@ -10,14 +10,13 @@ profiled on the input side is the one before padding, on the layer's own grid.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import UnreadableInputError, UnsafeContentError
-from ..loaders._torchscript import CONV_OPS, PAD_OPS
+from ..errors import UnsafeContentError
+from ..loaders._torchscript import CONV_OPS, PAD_OPS, _jit_load
 from .inputs import ModelInput
 from .runners import Sink
 
@@ -29,13 +28,7 @@ def load_program(path: Path, trust_code: bool) -> Any:
             f"{path}: profiling activations runs this TorchScript program, whose code can read and write files",
             hint="if you trust this file, re-run with --trust-code",
         )
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.jit.load(str(path), map_location="cpu")
-    except Exception as exc:  # torch raises RuntimeError and friends for a broken archive
-        text = " ".join(str(exc).split())[:160]
-        raise UnreadableInputError(f"{path}: a TorchScript archive torch.jit.load cannot read ({text})") from exc
+    return _jit_load(path)  # the loader's: storages checked against their records first (no native crash)
 
 
 def program_input(program: Any) -> ModelInput:

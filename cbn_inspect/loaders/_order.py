@@ -23,6 +23,9 @@ from typing import Sequence
 from ..records import ConvLayer
 
 ENTRY_CHANNELS = (1, 2, 3)
+# The walk is quadratic in the number of layers; past this many (no real network comes close: ResNet-152
+# has 155 conv layers) names decide, so a hostile file of tiny layers cannot make loading slow.
+MAX_CHAIN_LAYERS = 4096
 
 
 def _key(layer: ConvLayer):
@@ -55,6 +58,9 @@ def chain_from_shapes(layers: Sequence[ConvLayer]) -> tuple[list[ConvLayer], str
     remaining = sorted(layers, key=_key)
     if len(remaining) < 2:
         return remaining, "high", "a single layer"
+    if len(remaining) > MAX_CHAIN_LAYERS:
+        return remaining, "low", (f"{len(remaining)} layers, more than the {MAX_CHAIN_LAYERS} a chain is recovered "
+                                  "for: natural sort of names")
     ties = breaks = 0
     entries = [layer for layer in remaining if layer.in_channels in ENTRY_CHANNELS and not _depthwise(layer)]
     entries = entries or [layer for layer in remaining if layer.in_channels in ENTRY_CHANNELS]

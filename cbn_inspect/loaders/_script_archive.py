@@ -23,6 +23,7 @@ import collections
 import io
 import pickle
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -275,13 +276,13 @@ def read_archive(path: Path, budget_bytes: int) -> ScriptArchive:
                     total += info.file_size
                     try:
                         code[name[len(prefix) + 5:]] = archive.read(info).decode("utf-8", "replace")
-                    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError):
+                    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, zlib.error):
                         continue
             order = infos.get(prefix + "byteorder")
             byteorder = archive.read(order).decode("ascii", "replace").strip() if order and order.file_size < 16 else "little"
     except (UnreadableInputError, ResourceLimitError) as exc:
         raise type(exc)(f"{path}: {exc.message}", hint=exc.hint) from exc
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, KeyError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, KeyError, zlib.error) as exc:
         raise UnreadableInputError(f"{path}: a damaged TorchScript archive ({type(exc).__name__}: {exc})") from exc
     return ScriptArchive(path=path, prefix=prefix, root=root, code=code, byteorder=byteorder, code_skipped=skipped)
 
@@ -304,7 +305,7 @@ class ArchiveWeight:
         try:
             with zipfile.ZipFile(self.path) as archive, archive.open(self.member) as handle:
                 data = bytearray(handle.read(nbytes))
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, NotImplementedError) as exc:
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, NotImplementedError, zlib.error) as exc:
             raise UnreadableInputError(f"{self.path}: record {self.member} cannot be read ({exc})") from exc
         if len(data) < nbytes:
             raise UnreadableInputError(f"{self.path}: record {self.member} is truncated")

@@ -211,7 +211,7 @@ def _indexed(pairs, names: list[str]) -> list[dict[str, Any]]:
 
 def _basis(report: ModelReport) -> dict[str, Any]:
     """What the call rests on: order and grid sources, exactness, and notes a reader should see first."""
-    b, layers = report.bottleneck, report.layers
+    layers = report.layers
     grid_sources: dict[str, int] = {}
     for r in layers:
         grid_sources[r.layer.grid_source] = grid_sources.get(r.layer.grid_source, 0) + 1
