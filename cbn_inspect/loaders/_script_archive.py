@@ -130,8 +130,11 @@ def check_fits(storage: StorageRef, offset: Any, shape: Any, stride: Any) -> Ten
     return TensorRef(storage, offset, shape, stride)
 
 
-class _Unpickler(pickle.Unpickler):
-    """``lenient``: every other global becomes an inert placeholder too (the pre-scan of torch.save files,
+class _Unpickler(pickle._Unpickler):
+    """The pure-Python unpickler, whose memo is a dict: in the C one a ``LONG_BINPUT`` of 4e9 in a 4 kB file
+    makes the memo array that long (measured: 17 s and gigabytes of page faults before an error).
+
+    ``lenient``: every other global becomes an inert placeholder too (the pre-scan of torch.save files,
     which only checks the tensors' declared sizes; the file is then read by torch's weights-only loader)."""
 
     def __init__(self, data: Any, storages: dict[str, zipfile.ZipInfo] | None, budget_bytes: int,
