@@ -36,6 +36,8 @@ MAX_CODE_TOTAL_BYTES = 16 * 2**20
 MAX_TREE_NODES = 1_000_000
 MAX_DEPTH = 200
 INFLATION_ALLOWED_BYTES = 2**20  # a view may repeat storage elements (stride 0) up to this size
+# What reading a damaged zip member raises (zipfile's RuntimeError: "is encrypted, password required").
+_ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, zlib.error, RuntimeError)
 
 _STORAGE_DTYPES = {
     "FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
@@ -279,13 +281,13 @@ def read_archive(path: Path, budget_bytes: int) -> ScriptArchive:
                     total += info.file_size
                     try:
                         code[name[len(prefix) + 5:]] = archive.read(info).decode("utf-8", "replace")
-                    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, zlib.error):
+                    except _ZIP_ERRORS:
                         continue
             order = infos.get(prefix + "byteorder")
             byteorder = archive.read(order).decode("ascii", "replace").strip() if order and order.file_size < 16 else "little"
     except (UnreadableInputError, ResourceLimitError) as exc:
         raise type(exc)(f"{path}: {exc.message}", hint=exc.hint) from exc
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, KeyError, zlib.error) as exc:
+    except _ZIP_ERRORS + (KeyError,) as exc:
         raise UnreadableInputError(f"{path}: a damaged TorchScript archive ({type(exc).__name__}: {exc})") from exc
     return ScriptArchive(path=path, prefix=prefix, root=root, code=code, byteorder=byteorder, code_skipped=skipped)
 
@@ -308,7 +310,7 @@ class ArchiveWeight:
         try:
             with zipfile.ZipFile(self.path) as archive, archive.open(self.member) as handle:
                 data = bytearray(handle.read(nbytes))
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, NotImplementedError, zlib.error) as exc:
+        except _ZIP_ERRORS + (KeyError,) as exc:
             raise UnreadableInputError(f"{self.path}: record {self.member} cannot be read ({exc})") from exc
         if len(data) < nbytes:
             raise UnreadableInputError(f"{self.path}: record {self.member} is truncated")
