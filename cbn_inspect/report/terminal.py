@@ -173,8 +173,7 @@ def _table(report: ModelReport, width: int) -> Table:
     names = short_names([clean(r.layer.name) for r in report.layers], name_width)
     for i, r in enumerate(report.layers):
         m = r.metrics
-        inside = b.found and (i in b.members if b.members else
-                              b.start_index is not None and b.start_index <= i <= (b.end_index or -1))
+        inside = _inside(b, i)
         grid = _shape(r.layer.grid or ()) + ("*" if r.layer.grid_source == "default" else "")
         row = [
             f"▸{i}" if inside else str(i),
@@ -182,7 +181,7 @@ def _table(report: ModelReport, width: int) -> Table:
             _shape(r.layer.shape),
             grid,
             _count(m.mode_count) if m else "–",
-            (f"{m.utilisation:.1%}" if m.utilisation < 0.0995 else f"{m.utilisation:.0%}") if m else "–",
+            _use(m) if m else "–",
             degrees_cell(m.degree_counts[metric], degrees)[0] if m else "–",
             _num(m.spectral_norm) if m else "–",
             spark(r),
@@ -244,7 +243,12 @@ def _use(m) -> str:
 
 
 def _inside(b, i: int | None) -> bool:
-    return i is not None and b.found and b.start_index is not None and b.start_index <= i <= (b.end_index or -1)
+    """Whether layer ``i`` belongs to the bottleneck run (its members: side layers inside the span do not)."""
+    if i is None or not b.found:
+        return False
+    if b.members:
+        return i in b.members
+    return b.start_index is not None and b.start_index <= i <= (b.end_index or -1)
 
 
 def _side_by_side(report: ModelReport, width: int) -> Table:
