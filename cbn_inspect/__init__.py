@@ -7,33 +7,54 @@ Library use::
     print(report.bottleneck)
     report.to_frame(); report.plot()                        # pandas / matplotlib, optional
     report = inspect_source("timm:resnet18", activations="samples")   # also run it: report.activations
+
+The names below are imported on first use (PEP 562), so that ``import cbn_inspect`` -- and with it the
+command line's ``--help``, ``--version`` and usage errors -- does not import torch or numpy.
 """
 
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from ._version import SCHEMA_VERSION, __version__
-from .api import analyze
 from .errors import CbnError
-from .inspect import analyze_model, inspect_source
-from .loaders import load
-from .records import (ActivationLayerReport, ActivationReport, ActivationSettings, Bottleneck, ConvLayer, LayerReport,
-                      ModelReport, Settings, ToleranceRule)
-from .report import report_to_dict, to_json
 
-__all__ = [
-    "ActivationLayerReport", "ActivationReport", "ActivationSettings", "SCHEMA_VERSION", "Bottleneck", "CbnError",
-    "ConvLayer", "LayerReport", "ModelReport", "Settings", "ToleranceRule", "__version__", "analyze", "analyze_model",
-    "inspect_source", "load", "report_to_dict", "to_json",
-]
+# Public name -> the module that defines it. Training-time analysis (cbn_inspect.series): Monitor(model,
+# every=N, out=PATH) and monitor.step() once per step; with PyTorch Lightning, CbnInspectCallback (the
+# ``lightning`` extra).
+_LAZY = {
+    "analyze": ".api",
+    "analyze_model": ".inspect", "inspect_source": ".inspect",
+    "load": ".loaders",
+    "ActivationLayerReport": ".records", "ActivationReport": ".records", "ActivationSettings": ".records",
+    "Bottleneck": ".records", "ConvLayer": ".records", "LayerReport": ".records", "ModelReport": ".records",
+    "Settings": ".records", "ToleranceRule": ".records",
+    "report_to_dict": ".report", "to_json": ".report",
+    "Monitor": ".series",
+    "CbnInspectCallback": ".series.lightning",
+}
 
-# Training-time analysis (cbn_inspect.series): Monitor(model, every=N, out=PATH) and monitor.step() once per
-# step; with PyTorch Lightning, CbnInspectCallback (the ``lightning`` extra, imported only when asked for).
-from .series import Monitor  # noqa: E402
+__all__ = ["SCHEMA_VERSION", "CbnError", "__version__", *(name for name in _LAZY if name != "CbnInspectCallback")]
 
-__all__ += ["Monitor"]
+if TYPE_CHECKING:  # pragma: no cover  (for type checkers and IDEs only)
+    from .api import analyze
+    from .inspect import analyze_model, inspect_source
+    from .loaders import load
+    from .records import (ActivationLayerReport, ActivationReport, ActivationSettings, Bottleneck, ConvLayer,
+                          LayerReport, ModelReport, Settings, ToleranceRule)
+    from .report import report_to_dict, to_json
+    from .series import Monitor
 
 
-def __getattr__(name: str):
-    if name == "CbnInspectCallback":
-        from .series.lightning import CbnInspectCallback
+def __getattr__(name: str) -> Any:
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module 'cbn_inspect' has no attribute {name!r}")
+    value = getattr(import_module(where, __name__), name)
+    globals()[name] = value
+    return value
 
-        return CbnInspectCallback
-    raise AttributeError(f"module 'cbn_inspect' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

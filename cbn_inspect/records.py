@@ -377,7 +377,7 @@ class ModelReport:
 # Activations: what the data does inside an executed model (cbn_inspect.activations)
 # --------------------------------------------------------------------------------------------------------
 
-ACTIVATION_SIDES = ("input", "output")
+from ._parse import ACTIVATION_SIDES  # noqa: E402  (defined without numpy for the command line)
 
 
 @dataclass(frozen=True)

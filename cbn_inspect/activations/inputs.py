@@ -34,7 +34,7 @@ from ..records import ActivationSettings
 
 DEFAULT_NOISE_COUNT = 64
 TENSOR_SUFFIXES = (".npy", ".pt", ".pth", ".safetensors")
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+from .._parse import INTERPOLATIONS  # noqa: E402  (defined without torch for the command line)
 # Photographs shipped inside the packages themselves (no download): (package, name).
 SAMPLE_IMAGES = (
     ("sklearn", "china.jpg"), ("sklearn", "flower.jpg"),

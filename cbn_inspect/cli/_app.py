@@ -54,7 +54,9 @@ def usage_message(error: click.exceptions.UsageError, group: click.Group) -> str
     if found:
         name = found.group(1)
         close = difflib.get_close_matches(name, sorted(group.commands), n=2, cutoff=0.5)
-        text = f"no such command {name!r}" + (f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "")
+        text = (f"no such command {name!r}; did you mean {' or '.join(repr(c) for c in close)}?" if close else
+                f"no such command {name!r} and no file of that name; the commands are "
+                f"{', '.join(sorted(group.commands))}")
     return text.replace("Value error, ", "")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich import box
@@ -18,13 +18,13 @@ from rich.table import Table
 
 from .._version import SCHEMA_VERSION, __version__
 from ..errors import CbnError, UsageError
-from ..loaders import load
-from ..report.json_report import error_to_dict
-from ..records import ConvLayer, LoadedModel
 from ..report._text import clean, safe
 from ._app import app, guarded
 from ._app import OnnxBranch
 from ._options import ArchOption, InputSizeOption, KeyOption, OnnxBranchOption, TrustCodeOption
+
+if TYPE_CHECKING:
+    from ..records import ConvLayer, LoadedModel
 
 
 GRID_MARK = {"metadata": "m", "flag": "f"}  # short marks keep the table within 80 columns; explained below it
@@ -105,11 +105,18 @@ def layers_command(
     onnx_branch: OnnxBranchOption = OnnxBranch.then,
 ) -> None:
     """List the conv layers found (name, kind, shape, groups, stride, grid, dtype, notes); no spectra."""
+    from .._parse import parse_input_size
+
     try:
+        parse_input_size(input_size)  # a usage error before anything heavy is imported
+        from ..loaders import load
+
         loaded = load(source, trust_code=trust_code, key=key, fold_batchnorm=False, arch=arch,
                       input_size=input_size, onnx_branch=onnx_branch.value)
     except CbnError as error:
         if json_out == "-":
+            from ..report.json_report import error_to_dict
+
             sys.stdout.write(json.dumps(error_to_dict(error), indent=2) + "\n")
         raise
     data = listing(loaded)

@@ -6,15 +6,16 @@ before any work starts and turns them into :class:`Settings`.
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from .._parse import ACTIVATION_SIDES, INTERPOLATIONS, parse_grid
 from ..errors import UsageError
-from ..loaders import parse_grid
-from ..activations.inputs import INTERPOLATIONS
-from ..records import ACTIVATION_SIDES, ActivationSettings, Settings, ToleranceRule
 from ._app import Metric, OnnxBranch, Precision, Rule
+
+if TYPE_CHECKING:
+    from ..records import ActivationSettings, Settings
 
 DEFAULT_TOLERANCE = {"relative": 0.1, "absolute": 0.1, "gap": 10.0, "energy": 0.99}
 
@@ -79,6 +80,8 @@ def build_settings(
 
         if not device.startswith("cuda") or not torch.cuda.is_available():
             raise UsageError(f"--device {device}: not available here (use cpu)")
+    from ..records import Settings, ToleranceRule
+
     return Settings(
         tolerance=ToleranceRule(tolerance.value, float(value)),
         degree_metric=degree.value,
@@ -147,6 +150,8 @@ def build_activation_settings(
         raise UsageError(f"--activation-side {side!r}: use input or output")
     if interpolation is not None and interpolation not in INTERPOLATIONS:
         raise UsageError(f"--interpolation {interpolation!r}: use one of {', '.join(INTERPOLATIONS)}")
+    from ..records import ActivationSettings
+
     return ActivationSettings(inputs=inputs, side=side, center=center, batch_size=batch_size, max_inputs=max_inputs,
                               seed=seed, mean=_floats("--mean", mean), std=_floats("--std", std),
                               interpolation=interpolation, device=device)

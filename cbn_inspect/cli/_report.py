@@ -11,11 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from .._limits import hard_deadline
 from ..errors import CbnError, UsageError
-from ..inspect import inspect_source
-from ..report import TerminalReport, to_json
-from ..report.json_report import error_to_dict
 from ._app import Metric, OnnxBranch, Precision, Rule, app, guarded, stderr, warn
 from ._progress import LayerProgress, batch_progress
 from ..report._text import safe
@@ -54,6 +50,9 @@ a failure also writes a JSON object `{"error": {"kind", "message", "hint", "exit
 def _report(source, *, json_out, spectra, plot, html, quiet, settings, activation_settings, trust_code, key, arch,
             input_size, onnx_branch, timeout):
     """Load and analyse (with activations, pictures and the time budget as asked) and return the report."""
+    from .._limits import hard_deadline
+    from ..inspect import inspect_source
+
     if spectra and not json_out:
         warn("--spectra does nothing without --json: the spectra only go into the JSON report")
     if plot is not None:  # fail before the analysis, not after it
@@ -120,7 +119,10 @@ def report_command(
     quiet: QuietOption = False,
 ) -> None:
     """Analyse one checkpoint: per-frequency spectra of every conv layer and the bottleneck they form."""
+    from .._parse import parse_input_size
+
     try:
+        parse_input_size(input_size)  # usage errors before anything heavy is imported
         settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, spectra,
                                   device, min_gap, max_utilisation, threads=threads, memory_budget=memory_budget,
                                   max_memory=max_memory, max_layers=max_layers, timeout=timeout)
@@ -131,8 +133,12 @@ def report_command(
                          arch=arch, input_size=input_size, onnx_branch=onnx_branch.value, timeout=timeout)
     except CbnError as error:
         if json_out == "-":  # a script reading stdout gets JSON either way
+            from ..report.json_report import error_to_dict
+
             sys.stdout.write(json.dumps(error_to_dict(error), indent=2) + "\n")
         raise
+    from ..report import TerminalReport, to_json
+
     if json_out == "-":
         sys.stdout.write(to_json(report) + "\n")
         return

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from .._parse import MAX_DECLARED, parse_grid  # noqa: F401  (re-exported)
 from ..records import BatchNormParams, ConvLayer, LoadedModel, SourceInfo, WeightSource
 
 FLOAT_DTYPES = {"float16", "bfloat16", "float32", "float64", "float8_e4m3fn", "float8_e5m2"}
@@ -27,9 +28,6 @@ META_LAYERS = "cbn_inspect.layers"
 META_ORDER = "cbn_inspect.order"
 META_GRID = "cbn_inspect.grid"
 PADDING_MODES = ("circular", "zeros", "reflect", "replicate", "unknown")
-# The largest grid, stride, dilation or group count a file may declare: beyond it the numbers are not a
-# geometry but an attack on memory (bounds on what an analysis may cost are the resource limits' business).
-MAX_DECLARED = 2**20
 
 
 @dataclass(frozen=True)
@@ -45,19 +43,6 @@ class TensorEntry:
 def natural_key(name: str) -> list[Any]:
     """Sort key that puts ``layer10`` after ``layer9``."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
-def parse_grid(text: str) -> tuple[int, ...]:
-    """``"32"``, ``"14x14"`` or ``"8x8x8"`` -> a tuple of positive ints. Raises ValueError.
-
-    Strict: numbers joined by ``x`` (or ``×``), nothing else -- ``"3x"``, ``"3,3"`` and ``"3 x"`` are errors."""
-    cleaned = text.strip().lower()
-    if not re.fullmatch(r"\d{1,9}(?:[x×]\d{1,9}){0,2}", cleaned):
-        raise ValueError(f"not a grid: {text!r}")
-    values = tuple(int(p) for p in re.split(r"[x×]", cleaned))
-    if not values or min(values) < 1 or len(values) > 3 or max(values) > MAX_DECLARED:
-        raise ValueError(f"not a grid: {text!r}")
-    return values
 
 
 def _is_float(dtype: str) -> bool:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ..errors import ResourceLimitError, UnreadableInputError
+from .._parse import parse_input_size  # noqa: F401  (re-exported)
 from ..records import BatchNormParams, ConvLayer, InMemoryWeight, WeightSource
 
 STANDARDISED = ("StdConv2d", "StdConv2dSame", "ScaledStdConv2d", "ScaledStdConv2dSame")
@@ -315,22 +316,6 @@ def geometry_key(specs: list[ConvSpec]) -> tuple:
 
 def _fmt(shape: tuple[int, ...]) -> str:
     return "x".join(str(v) for v in shape)
-
-
-def parse_input_size(text: str | tuple[int, ...] | None) -> tuple[int, ...] | None:
-    """``"224"``, ``"256x192"``, ``"3x224x224"`` (or a tuple) -> a tuple of positive ints; None stays None."""
-    if text is None or isinstance(text, tuple):
-        return text
-    import re
-
-    from ..errors import UsageError
-
-    cleaned = str(text).strip().lower()
-    strict = re.fullmatch(r"\d+(?:[x×]\d+){0,3}", cleaned)
-    values = tuple(int(p) for p in re.split(r"[x×]", cleaned)) if strict else ()
-    if not values or min(values) < 1 or len(values) > 4:
-        raise UsageError(f"--input-size {text!r}: use N, HxW or CxHxW, e.g. 224, 256x192 or 3x224x224")
-    return values
 
 
 def module_input_shape(model: Any, size: tuple[int, ...] | None, first: ConvSpec | None) -> tuple[int, ...] | None:
