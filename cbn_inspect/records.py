@@ -17,9 +17,10 @@ Arrays are numpy, never torch, once analysis is done, so reports pickle cheaply 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where arrays are made, so the command line can validate options without it
+    import numpy as np
 
 # How sure an order is when its loader did not say: a trace or declared order is the data flow; names are a guess.
 ORDER_CONFIDENCE = {"trace": "high", "graph": "high", "metadata": "high", "file": "medium", "shapes": "low", "natural-sort": "low"}
@@ -166,6 +167,8 @@ class Spectrum:
 
     def full(self) -> list[tuple[tuple[int, ...], np.ndarray]]:
         """Every frequency of the full grid with its singular values, in row-major frequency order."""
+        import numpy as np
+
         grid = np.asarray(self.grid)
         rows: dict[tuple[int, ...], np.ndarray] = {}
         for freq, mult, vals in zip(self.frequencies, self.multiplicity, self.values[:, : self.width]):
