@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 from ..errors import MissingExtraError, UnreadableInputError, UsageError
 from ..records import BatchNormParams, ConvLayer, LoadedModel, SourceInfo
-from ._onnx_graph import quantised_weight, unpad
+from ._onnx_graph import FoldedWeight, fold_weight, quantised_weight, unpad
 
 QUANTISED = {"ConvInteger": "integer conv", "QLinearConv": "quantised (QLinearConv) conv"}
 CONV_OPS = ("Conv", "ConvTranspose", *QUANTISED)
@@ -318,6 +318,7 @@ def read_onnx(path: Path, *, fold_batchnorm: bool, input_size: tuple[int, ...] |
     skipped: list[tuple[str, str]] = []
     by_output: dict[str, int] = {}
     missing_grid = 0
+    shared_by: dict[int, list[tuple[str, str]]] = {}  # constant -> the convs whose weight it is
     walk = _Walk(branch=branch)
     _index(model.graph, walk)
     for node, scope, where, in_branch in _walk(model.graph, {}, "", walk, None, set()):
@@ -351,13 +352,27 @@ def read_onnx(path: Path, *, fold_batchnorm: bool, input_size: tuple[int, ...] |
                 skipped.append((name, "a conv node without inputs: not analysed"))
                 continue
             if proto is None:
-                skipped.append((name, "weight is computed at run time (not an initializer or Constant)"))
-                continue
-            dims = tuple(int(v) for v in proto.dims)
-            if len(dims) in (3, 4, 5) and proto.data_type not in (1, 10, 11, 16):  # float, f16, f64, bf16
-                skipped.append((name, f"weight of shape {dims} and ONNX dtype {proto.data_type} is not analysed"))
-                continue
-            weight, dtype = OnnxWeight(proto), _dtype(proto.data_type)
+                folded = fold_weight(node.input[1], walk.producers, scope) if len(node.input) > 1 else None
+                if not isinstance(folded, FoldedWeight):
+                    skipped.append((name, "weight is computed at run time (not an initializer or Constant)"
+                                    if folded is None else f"weight cannot be folded from its constant: {folded}"))
+                    continue
+                dims = folded.shape
+                if len(dims) in (3, 4, 5) and folded.data_type not in (1, 10, 11):
+                    skipped.append((name, f"weight of shape {dims} folded to ONNX dtype {folded.data_type} "
+                                          "is not analysed"))
+                    continue
+                weight, dtype, notes = folded, _dtype(folded.data_type), [_fold_note(folded)]
+                if any(step.op == "DequantizeLinear" for step in folded.steps):
+                    flags, dtype = ("quantised",), _stored_dtype(folded.source.data_type)
+                shared_by.setdefault(id(folded.source), []).append((name, _text(folded.source.name)))
+            else:
+                dims = tuple(int(v) for v in proto.dims)
+                if len(dims) in (3, 4, 5) and proto.data_type not in (1, 10, 11, 16):  # float, f16, f64, bf16
+                    skipped.append((name, f"weight of shape {dims} and ONNX dtype {proto.data_type} is not analysed"))
+                    continue
+                weight, dtype = OnnxWeight(proto), _dtype(proto.data_type)
+                shared_by.setdefault(id(proto), []).append((name, _text(proto.name)))
         if len(dims) not in (3, 4, 5) or min(dims) < 1:
             skipped.append((name, f"weight of shape {dims} is not a 1-3 d conv kernel"))
             continue
@@ -377,6 +392,7 @@ def read_onnx(path: Path, *, fold_batchnorm: bool, input_size: tuple[int, ...] |
         ))
         if node.output:
             by_output[node.output[0]] = len(layers) - 1
+    layers = _note_shared(layers, shared_by)
     notes = ["an ONNX graph: geometry from node attributes, order from the graph's execution order"]
     notes += size_notes + walk.left_out
     if missing_grid:
@@ -386,6 +402,28 @@ def read_onnx(path: Path, *, fold_batchnorm: bool, input_size: tuple[int, ...] |
     info = SourceInfo(path=str(path), format="onnx", metadata=metadata, notes=tuple(notes))
     return LoadedModel(source=info, layers=tuple(layers), skipped=tuple(skipped), order_source="graph",
                        order_confidence="high")
+
+
+def _fold_note(folded: FoldedWeight) -> str:
+    chain = " -> ".join(f"{step.op}" + (f" {step.node}" if step.node != step.op else "") for step in folded.steps)
+    return (f"weight folded from constant {_text(folded.source.name) or '(unnamed)'} through {chain}, "
+            "with onnxruntime's numerics")
+
+
+def _note_shared(layers: list[ConvLayer], shared_by: dict[int, list[tuple[str, str]]]) -> list[ConvLayer]:
+    """A note on every conv whose weight comes from the same constant as another conv's (tied weights)."""
+    notes: dict[str, str] = {}
+    for users in shared_by.values():
+        if len(users) > 1:
+            for name, const in users:
+                others = ", ".join(other for other, _ in users if other != name)
+                notes[name] = f"shares_weight_with: {others} (constant {const or '(unnamed)'})"
+    return [dataclasses.replace(layer, notes=layer.notes + (notes[layer.name],)) if layer.name in notes else layer
+            for layer in layers]
+
+
+def _stored_dtype(code: int) -> str:
+    return {2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32"}.get(code, _dtype(code))
 
 
 def _dtype(code: int) -> str:
