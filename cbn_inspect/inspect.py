@@ -206,8 +206,22 @@ def inspect_source(
     # the runner first: a source that cannot run fails before any spectrum is computed
     runner = open_runner(source, loaded, side=activations.side, device=activations.device,
                          trust_code=trust_code, key=key)
+    size_note = None
+    if activations.input_size is None and runner.model_input.spatial is None:
+        from .activations._image_size import size_from_images
+
+        found = size_from_images(runner.model_input, activations.inputs, activations.max_inputs)
+        if found is not None:  # images into a model that leaves its size open: their size, on both sides
+            runner.model_input, size_note = found
+            if loaded.source.format == "onnx":
+                digest = loaded.source.sha256
+                loaded = load(source, fold_batchnorm=settings.fold_batchnorm, max_memory_mb=settings.max_memory_mb,
+                              input_size=(runner.model_input.channels, *runner.model_input.spatial),
+                              onnx_branch=onnx_branch)
+                loaded = dataclasses.replace(loaded, source=dataclasses.replace(
+                    loaded.source, sha256=digest, notes=loaded.source.notes + (size_note,)))
     report = analyze_model(loaded, settings, progress)
-    profile = profile_activations(runner, activations, settings, progress=activation_progress)
+    profile = profile_activations(runner, activations, settings, progress=activation_progress, size_note=size_note)
     return dataclasses.replace(report, activations=profile)
 
 

@@ -77,12 +77,15 @@ class _Collector:
 
 
 def profile_activations(runner: Runner, settings: ActivationSettings, analysis: Settings | None = None,
-                        progress: Progress | None = None) -> ActivationReport:
-    """Run ``runner`` over ``settings.inputs`` and profile every conv layer's feature map."""
+                        progress: Progress | None = None, size_note: str | None = None) -> ActivationReport:
+    """Run ``runner`` over ``settings.inputs`` and profile every conv layer's feature map. ``size_note`` says
+    how the input size was taken from the images (:func:`._image_size.size_from_images`), for the JSON."""
     analysis = analysis or Settings()
     started = time.perf_counter()
     prep = resolve_preprocessing(runner.model_input, settings)
     stream = open_inputs(settings.inputs, prep, settings)
+    if size_note is not None:
+        stream.notes.append(size_note)
     pattern = re.compile(analysis.layer_filter) if analysis.layer_filter else None
     collector = _Collector(settings.center, settings.device, pattern)
     if progress:
@@ -103,6 +106,8 @@ def profile_activations(runner: Runner, settings: ActivationSettings, analysis: 
                         if settings.center else "none: frequency 0 carries each channel's mean over the inputs"),
     }
     inputs["batch_size"] = settings.batch_size
+    if size_note is not None:
+        inputs["preprocessing"]["size_from"] = size_note
     notes = list(runner.notes)
     for name, count in collector.repeats.items():
         notes.append(f"{name} ran {count} times per forward pass: profiled at its first call")

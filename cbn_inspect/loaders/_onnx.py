@@ -151,8 +151,25 @@ def _walk(graph: Any, scope: dict[str, Any], path: str, walk: _Walk, branch: str
                 yield from _walk(sub, scope, where + "/", walk, branch, visible)
 
 
+def _input_channels(model: Any, name: str) -> int | None:
+    """The channels a conv reading ``name`` directly expects (its weight's C_in x groups), or None."""
+    inits = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Conv" and node.input and node.input[0] == name and len(node.input) > 1:
+            weight = inits.get(node.input[1])
+            if weight is not None and len(weight.dims) >= 3:
+                group = next((a.i for a in node.attribute if a.name == "group"), 1) or 1
+                return int(weight.dims[1]) * int(group)
+    return None
+
+
 def _fix_inputs(model: Any, size: tuple[int, ...] | None) -> list[str]:
-    """Give the model's dynamic input axes the size ``--input-size`` names (batch 1), in place; notes."""
+    """Give the model's dynamic input axes the size ``--input-size`` names (batch 1), in place; notes.
+
+    For an input of rank ``2 + d`` (batch, channels, d spatial axes): one number is the size of every spatial
+    axis (channels from the model), ``d`` numbers the spatial sizes, ``d + 1`` the channels and spatial sizes.
+    A dynamic spatial axis the size does not reach would be set to 1, collapsing every grid behind it to 1x1:
+    that is said in a note (shown as a warning)."""
     if size is None:
         return []
     inits = {i.name for i in model.graph.initializer}
@@ -168,12 +185,18 @@ def _fix_inputs(model: Any, size: tuple[int, ...] | None) -> list[str]:
         want: dict[int, int] = {}
         if main_done:
             pass
+        elif rank >= 3 and len(size) in (1, rank - 2):  # spatial sizes only: the channels from the model
+            want = {axis: size[0] if len(size) == 1 else size[axis - 2] for axis in range(2, rank)}
+            channels = _input_channels(model, value.name)
+            if channels is not None and not (dims[1].HasField("dim_value") and dims[1].dim_value > 0):
+                want[1] = channels
         elif rank == len(size) + 2 or (rank == 2 and len(size) == 1):
             want = {rank - len(size) + i: v for i, v in enumerate(size)}
         elif rank == len(size) + 1:
             want = {1 + i: v for i, v in enumerate(size)}
         main_done = main_done or bool(want)
         before = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?") for d in dims]
+        collapsed = []
         for axis, dim in enumerate(dims):
             static = dim.HasField("dim_value") and dim.dim_value > 0
             if axis in want:
@@ -182,10 +205,15 @@ def _fix_inputs(model: Any, size: tuple[int, ...] | None) -> list[str]:
             elif not static:
                 dim.Clear()
                 dim.dim_value = 1  # batch and other free axes
+                collapsed += [axis] if axis >= 2 and rank >= 3 else []
         after = [d.dim_value for d in dims]
         if before != after:
             notes.append(f"input {value.name}: shape {before} fixed to {after} for shape inference"
-                         + (" (--input-size)" if want else " (free axes set to 1)"))
+                         + (" (the input size)" if want else " (free axes set to 1)"))
+        if collapsed:
+            notes.append(f"input {value.name}: spatial axes {collapsed} are dynamic and --input-size "
+                         f"{'x'.join(map(str, size))} does not reach them: set to 1, so the grids behind them "
+                         f"collapse to 1x1; give one number (every spatial axis) or one per spatial axis")
     return notes
 
 
