@@ -218,8 +218,9 @@ def inspect_source(
                 loaded = load(source, fold_batchnorm=settings.fold_batchnorm, max_memory_mb=settings.max_memory_mb,
                               input_size=(runner.model_input.channels, *runner.model_input.spatial),
                               onnx_branch=onnx_branch)
+                notes = tuple(n.replace("(--input-size)", "(the size from the images)") for n in loaded.source.notes)
                 loaded = dataclasses.replace(loaded, source=dataclasses.replace(
-                    loaded.source, sha256=digest, notes=loaded.source.notes + (size_note,)))
+                    loaded.source, sha256=digest, notes=notes + (size_note,)))
     report = analyze_model(loaded, settings, progress)
     profile = profile_activations(runner, activations, settings, progress=activation_progress, size_note=size_note)
     return dataclasses.replace(report, activations=profile)

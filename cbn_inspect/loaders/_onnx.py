@@ -209,7 +209,7 @@ def _fix_inputs(model: Any, size: tuple[int, ...] | None) -> list[str]:
         after = [d.dim_value for d in dims]
         if before != after:
             notes.append(f"input {value.name}: shape {before} fixed to {after} for shape inference"
-                         + (" (the input size)" if want else " (free axes set to 1)"))
+                         + (" (--input-size)" if want else " (free axes set to 1)"))
         if collapsed:
             notes.append(f"input {value.name}: spatial axes {collapsed} are dynamic and --input-size "
                          f"{'x'.join(map(str, size))} does not reach them: set to 1, so the grids behind them "
