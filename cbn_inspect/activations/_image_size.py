@@ -51,10 +51,12 @@ def size_from_images(model: ModelInput, spec: str, limit: int | None) -> tuple[M
         return None
     import importlib.util
 
-    if importlib.util.find_spec("PIL") is None:
-        return None  # open_inputs reports the missing package (exit 10)
-    if spec == "samples" and (importlib.util.find_spec("sklearn") is None or importlib.util.find_spec("skimage") is None):
-        return None
+    for package in ("PIL", *(("sklearn", "skimage") if spec == "samples" else ())):
+        if importlib.util.find_spec(package) is None:
+            from ..errors import MissingExtraError
+
+            raise MissingExtraError(f"image inputs need the {package} package",
+                                    hint="pip install 'cbn-inspect[activations]'")
     sizes = _sizes(spec, limit)
     if not sizes:
         return None

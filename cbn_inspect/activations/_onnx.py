@@ -35,8 +35,10 @@ def _import_ort():
         import onnx
         import onnxruntime
     except ImportError as exc:
-        raise UsageError("running ONNX models needs onnx and onnxruntime",
-                         hint="pip install 'cbn-inspect[onnx]'") from exc
+        from ..errors import MissingExtraError
+
+        raise MissingExtraError(f"running ONNX models needs onnx and onnxruntime ({exc.name or 'one'} is not installed)",
+                                hint="pip install 'cbn-inspect[onnx]'") from exc
     return onnx, onnxruntime
 
 

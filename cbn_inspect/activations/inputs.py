@@ -216,8 +216,10 @@ def _need_images(prep: Preprocessing, *packages: str) -> None:
 
     for package in ("PIL", *packages):
         if importlib.util.find_spec(package) is None:
-            raise UsageError(f"image inputs need the {package} package",
-                             hint="pip install 'cbn-inspect[activations]'")
+            from ..errors import MissingExtraError  # an installation missing a part, not a wrong command (exit 10)
+
+            raise MissingExtraError(f"image inputs need the {package} package",
+                                    hint="pip install 'cbn-inspect[activations]'")
     if len(prep.spatial) != 2:
         raise UsageError(f"image inputs need a model with 2-D inputs; this one takes {len(prep.spatial)}-D "
                          "inputs: use noise or a tensor file")

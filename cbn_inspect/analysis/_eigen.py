@@ -341,7 +341,10 @@ def hermitian_eigenvalues(mats: np.ndarray, route: str = "auto", stats: dict | N
     if route == "auto":
         route = "mixed" if probe_pays(n) else "plain"
     elif route == "mixed" and _scipy_lapack() is None:
-        raise RuntimeError("the mixed eigensolver route needs scipy (pip install scipy)")
+        from ..errors import MissingExtraError  # CBN_EIGEN_ROUTE=mixed asked for it: a missing extra, exit 10
+
+        raise MissingExtraError("the mixed eigensolver route (CBN_EIGEN_ROUTE=mixed) needs scipy",
+                                hint="pip install 'cbn-inspect[fast]'")
     if route == "mixed" and (n < 2 or mats.size == 0):
         route = "plain"
     if route == "plain":

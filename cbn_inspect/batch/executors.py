@@ -289,9 +289,9 @@ class DaskExecutor:
     def run(self, tasks: Sequence[AuditTask]) -> Iterator[AuditRow]:
         if not tasks:
             return
+        client = self._client()  # first: without the dask extra, it says so (exit 10)
         from distributed import as_completed
 
-        client = self._client()
         futures = []
         try:
             futures = client.map(run_task_limited, list(tasks), timeout=self.timeout, pure=False)

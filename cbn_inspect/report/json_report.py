@@ -336,6 +336,17 @@ def load_schema() -> dict[str, Any]:
 
 def validate_report(data: Mapping[str, Any]) -> None:
     """Raise ``jsonschema.ValidationError`` if ``data`` breaks the schema (needs the ``test`` extra)."""
-    import jsonschema
+    jsonschema = _import_jsonschema()
 
     jsonschema.validate(data, load_schema())
+
+
+def _import_jsonschema():
+    """jsonschema, or :class:`~cbn_inspect.errors.MissingExtraError` (exit 10) where it is not installed."""
+    try:
+        import jsonschema
+    except ImportError as exc:
+        from ..errors import MissingExtraError
+
+        raise MissingExtraError("validating JSON reports needs jsonschema", hint="pip install 'cbn-inspect[test]'") from exc
+    return jsonschema

@@ -141,6 +141,8 @@ def load_series_schema(kind: str = "series") -> dict[str, Any]:
 
 def validate_series(data: Mapping[str, Any]) -> None:
     """Raise ``jsonschema.ValidationError`` if ``data`` breaks its schema (chosen by ``kind``)."""
-    import jsonschema
+    from .json_report import _import_jsonschema
+
+    jsonschema = _import_jsonschema()
 
     jsonschema.validate(data, load_series_schema(str(data.get("kind"))))

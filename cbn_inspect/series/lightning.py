@@ -17,7 +17,12 @@ except ImportError:
     try:
         from pytorch_lightning import Callback
     except ImportError:
-        raise ImportError(
+        from ..errors import MissingExtraError
+
+        class MissingLightningError(MissingExtraError, ImportError):
+            """Both: the package's exit 10 for a missing extra, and the ImportError Python code expects."""
+
+        raise MissingLightningError(
             "cbn_inspect.CbnInspectCallback needs PyTorch Lightning: pip install 'cbn-inspect[lightning]'"
         ) from None
 
