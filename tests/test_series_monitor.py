@@ -257,3 +257,56 @@ def test_lightning_callback_records_and_logs(tmp_path):
     ordered = order_by_step([str(p) for p in sorted((tmp_path / "ckpt").glob("*.ckpt"), reverse=True)])
     assert [info.step for _, info in ordered] == [2, 4, 6]
     assert {(info.origin, info.key) for _, info in ordered} == {("checkpoint", "global_step")}
+
+
+THREADS_SCRIPT = r"""
+import json, os, sys
+import numpy, torch
+from threadpoolctl import threadpool_info, threadpool_limits
+sys.path.insert(0, sys.argv[1])
+from test_series_monitor import Net
+from cbn_inspect import Monitor, Settings
+
+torch.set_num_threads(3)
+os.environ["OMP_NUM_THREADS"] = "3"
+os.environ.pop("MKL_NUM_THREADS", None)
+threadpool_limits(limits=2, user_api="blas")
+
+def state():
+    return {"torch": torch.get_num_threads(), "env": {k: os.environ.get(k) for k in
+            ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
+            "blas": sorted((i["internal_api"], i["filepath"], i["num_threads"]) for i in threadpool_info()
+                           if i["user_api"] == "blas")}
+
+before = state()
+seen = []
+import cbn_inspect.inspect as inspect_module
+real = inspect_module.analyze_model
+def spy(*args, **kwargs):
+    seen.append(torch.get_num_threads())
+    return real(*args, **kwargs)
+inspect_module.analyze_model = spy
+monitor = Monitor(Net(), every=1, input_size=8, settings=Settings(threads=2))
+first = monitor.step()
+after_sync = state()
+with Monitor(Net(), every=1, input_size=8, settings=Settings(threads=2), background=True) as bg:
+    bg.step().result()
+after_background = state()
+print(json.dumps({"before": before, "sync": after_sync, "background": after_background, "seen": seen,
+                  "modes": first["layers"][0]["mode_count"]}))
+"""
+
+
+def test_monitor_restores_torch_threads_and_blas_pools():
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", THREADS_SCRIPT, str(Path(__file__).parent)], capture_output=True,
+                          text=True, timeout=300, env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["before"]["torch"] == 3 and result["before"]["env"]["OMP_NUM_THREADS"] == "3"
+    assert any(n == 2 for _, _, n in result["before"]["blas"])  # numpy's BLAS held at 2 by the caller
+    assert result["sync"] == result["before"] and result["background"] == result["before"]
+    assert result["seen"] == [1, 1]  # inside, the analysis ran single-threaded kernels
+    assert result["modes"] > 0

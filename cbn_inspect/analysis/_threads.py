@@ -19,7 +19,8 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Iterable, TypeVar
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import torch
 
@@ -92,6 +93,42 @@ def configure_threads(n: int | None = None) -> int:
     if old is not None:
         old.shutdown(wait=True)
     return n
+
+
+@contextmanager
+def restored_threads() -> Iterator[None]:
+    """For a guest in someone else's process (the training-time :class:`~cbn_inspect.Monitor`): inside, the
+    analysis runs as :func:`configure_threads` sets it up (torch and every BLAS at one thread per kernel);
+    afterwards torch's thread count, the ``*_NUM_THREADS`` variables and every BLAS pool threadpoolctl can
+    reach are what they were before, so the training loop keeps its own threading."""
+    torch_threads = torch.get_num_threads()
+    env = {name: os.environ.get(name) for name in _ENV}
+    limiter = None
+    try:
+        from threadpoolctl import threadpool_limits
+
+        limiter = threadpool_limits(limits=None)  # a snapshot of every pool's thread count, changing none
+    except Exception:  # threadpoolctl missing or unable to inspect a library: torch and the variables still
+        limiter = None
+    try:
+        analysis_threads()  # the worker pool (configured once per process)
+        torch.set_num_threads(1)  # again: configure_threads ran for an earlier call, whose settings were undone
+        for name in _ENV:
+            os.environ[name] = "1"
+        _STATE["openblas"] = _limit_openblas()
+        yield
+    finally:
+        torch.set_num_threads(torch_threads)
+        for name, value in env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if limiter is not None:
+            try:
+                limiter.restore_original_limits()
+            except Exception:  # never let the restore break the caller's step
+                pass
 
 
 def analysis_threads() -> int:

@@ -101,10 +101,12 @@ class Monitor:
         return future
 
     def _record(self, step: int, loaded: LoadedModel) -> dict[str, Any]:
+        from ..analysis._threads import restored_threads
         from ..inspect import analyze_model
         from ..report.json_report import report_to_dict
 
-        report = analyze_model(loaded, self.settings)
+        with restored_threads():  # the training loop's torch and BLAS threads are its own again afterwards
+            report = analyze_model(loaded, self.settings)
         record = {"step": step, **report_to_dict(report)}
         if self.out is not None:
             line = json.dumps(record, allow_nan=False, ensure_ascii=False, separators=(",", ":")) + "\n"
