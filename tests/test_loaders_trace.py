@@ -62,3 +62,37 @@ def test_a_bn_that_does_not_consume_the_conv_output_is_not_folded():
 
     specs, _ = trace_convs(Skip(), (3, 8, 8))
     assert specs[0].batchnorm is None
+
+
+class FixedSize(nn.Module):
+    """Runs only at 3x16x16 (a flatten into a fixed-size head); strided, registered out of execution order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.b = nn.Conv2d(8, 4, 3, padding=1)
+        self.a = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.head = nn.Linear(4 * 8 * 8, 2)
+
+    def forward(self, x):
+        return self.head(self.b(torch.relu(self.a(x))).flatten(1))
+
+
+def test_a_failed_trace_of_a_trusted_torchscript_falls_back_to_the_static_read(tmp_path):
+    from cbn_inspect import inspect_source, load
+
+    path = tmp_path / "fixed.pt"
+    torch.jit.script(FixedSize()).save(str(path))
+    traced = load(path, trust_code=True, input_size="16")
+    assert [(layer.name, layer.grid, layer.grid_source) for layer in traced.layers] == [
+        ("a", (16, 16), "trace"), ("b", (8, 8), "trace")]
+    static = load(path)  # the static read: no code run
+    failed = load(path, trust_code=True, input_size="20")  # the head refuses 4x10x10 inputs
+    assert [(layer.name, layer.stride, layer.order) for layer in failed.layers] == \
+        [(layer.name, layer.stride, layer.order) for layer in static.layers]
+    assert [layer.name for layer in failed.layers] == ["a", "b"] and failed.layers[0].stride == (2, 2)
+    assert failed.order_source == static.order_source and failed.source.format == static.source.format
+    notes = failed.source.notes
+    assert "running the program at input 3x20x20 failed" in notes[0]
+    assert notes[1].startswith("fell back to the static read of the archive")
+    report = inspect_source(path, trust_code=True, input_size="20")
+    assert any("fell back to the static read" in w for w in report.warnings)

@@ -24,7 +24,6 @@ from typing import Any
 
 from ..errors import UnreadableInputError, UnsafeContentError
 from ..records import BatchNormParams, ConvLayer, InMemoryWeight, LoadedModel, SourceInfo
-from ._statedict import TensorEntry, build_model
 from ._static_script import read_static
 
 CONV_OPS = ("convolution", "_convolution")
@@ -191,16 +190,18 @@ def read_torchscript(path: Path, *, size: tuple[int, ...] | None, fold_batchnorm
     tensors = {n: t for n, t in program.state_dict().items()}
     shape = None
     if size is not None:
-        first = next((t for t in tensors.values() if t.ndim in (3, 4, 5) and t.is_floating_point()), None)
+        first = _first_conv(path, tensors, max_memory_mb)
         shape = tuple(size) if first is None or len(size) == first.ndim - 1 else (first.shape[1], *size)
         if len(shape) == 2 and first is not None and first.ndim == 4:
             shape = (shape[0], shape[1], shape[1])
     calls, notes = _run(program, shape, max_memory_mb) if shape else ([], [])
-    if not calls:
-        entries = {n: TensorEntry(n, tuple(t.shape), str(t.dtype).replace("torch.", ""), InMemoryWeight(t))
-                   for n, t in tensors.items()}
-        why = notes or ["a TorchScript program, not run: pass --input-size to trace grids and execution order"]
-        return build_model(entries, dataclasses.replace(info, notes=tuple(why)), fold_batchnorm=fold_batchnorm)
+    if not calls:  # the trace failed (or saw no conv): the static read, which reads the code, not a bare state dict
+        static = read_static(path, fold_batchnorm=fold_batchnorm, max_memory_mb=max_memory_mb)
+        why = [*(notes or [f"running the program at input {_fmt(shape)} called no convolution"]),
+               "fell back to the static read of the archive (no code run for it): order, strides and grids as "
+               "the static reader gives them"]
+        return dataclasses.replace(static, source=dataclasses.replace(
+            static.source, notes=tuple(why) + tuple(static.source.notes)))
     modes = _padding_modes(program)
     layers, seen, unnamed = [], {}, 0
     for call in calls:
@@ -234,6 +235,21 @@ def read_torchscript(path: Path, *, size: tuple[int, ...] | None, fold_batchnorm
                      f"({', '.join(repeated[:3])})")
     return LoadedModel(source=dataclasses.replace(info, notes=tuple(notes)), layers=tuple(layers),
                        order_source="trace")
+
+
+def _first_conv(path: Path, tensors: dict[str, Any], max_memory_mb: int | None) -> Any:
+    """The weight of the conv that runs first (its input channels complete a spatial ``--input-size``): by the
+    static read's order of forward's calls, which registration order (the state dict's) need not follow."""
+    try:
+        static = read_static(path, fold_batchnorm=False, max_memory_mb=max_memory_mb)
+        name = min(static.layers, key=lambda layer: layer.order).name if static.layers else None
+    except Exception:  # the static reader is best effort here: the trace decides
+        name = None
+    for key in ((f"{name}.weight", name) if name else ()):
+        tensor = tensors.get(key)
+        if tensor is not None and tensor.ndim in (3, 4, 5):
+            return tensor
+    return next((t for t in tensors.values() if t.ndim in (3, 4, 5) and t.is_floating_point()), None)
 
 
 def _fmt(shape) -> str:
