@@ -40,3 +40,35 @@ def test_format_degrees():
     assert format_degrees({0: 3, 1: 4, 2: 1}) == "0:3 1:4 2:1"
     assert format_degrees({i: 100 for i in range(10)}) == " ".join(f"{i}:100" for i in range(10))  # never cut
     assert format_degrees({}) == ""
+
+
+def test_golden_big_network_folds_the_degree_list_and_explains_zero_convs(golden):
+    """A timm ResNet as a newcomer first meets one: random weights, the last BatchNorm of each block
+    zero-initialised (its conv reads 'all weights zero', explained), the per-degree list folded to one line."""
+    from cbn_inspect import Settings
+
+    report = inspect_source("timm:test_resnet", Settings(threads=1), input_size="64")
+    folded = render(report, 100)
+    golden("test_resnet_folded.txt", folded)
+    assert "kept degrees in full" not in folded and "--full-degrees" in folded
+    assert "zero-initialise the last BatchNorm of each residual block" in folded
+    console = Console(file=io.StringIO(), width=100, color_system=None, legacy_windows=False)
+    console.print(TerminalReport(report, full_degrees=True))
+    full = console.file.getvalue()
+    listed = full.split("kept degrees in full (degree:count):\n")[1]
+    wide = [r for r in report.layers if r.metrics is not None and "+" in _cell(folded, r.layer.name)]
+    assert wide and all(f" {r.layer.name}: 0:" in listed for r in wide)
+    assert len(full.splitlines()) > len(folded.splitlines()) + len(wide) - 1
+    unfolded = inspect_source("timm:test_resnet", Settings(threads=1, fold_batchnorm=False), input_size="64")
+    assert not any("zero" in r.flags for r in unfolded.layers)  # the kernels themselves are not zero
+
+
+def _cell(text: str, name: str) -> str:
+    return next(line for line in text.splitlines() if f" {name} " in line)
+
+
+def test_cli_full_degrees_flag(cli, planted_path):
+    from cbn_inspect.cli import app  # noqa: F401  (the flag is registered on report)
+
+    result = cli("timm:test_resnet", "--input-size", "64", "--full-degrees", "--quiet", "--threads", "1")
+    assert result.exit_code == 0 and "kept degrees in full (degree:count):" in result.stdout

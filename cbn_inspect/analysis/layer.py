@@ -73,6 +73,12 @@ def fold_batchnorm(weight: torch.Tensor, bn: BatchNormParams, *, transposed: boo
     return weight * per_row.reshape(per_row.shape + (1,) * (weight.ndim - 2))
 
 
+# Why a conv with non-zero kernels is all zero once its BatchNorm is folded in (timm's ResNets at initialisation).
+ZERO_SCALE_NOTE = ("its kernel is not zero, but the BatchNorm after it scales every channel by 0: timm (zero_init_last) "
+                   "and torchvision (zero_init_residual) initialise the last BatchNorm of each residual block so; "
+                   "--no-fold-bn analyses the kernel itself")
+
+
 def analyze_layer(layer: ConvLayer, weight: torch.Tensor, settings: Settings) -> LayerReport:
     """Spectrum and metrics of one layer whose grid is resolved (see :func:`resolve_grid`)."""
     assert layer.grid is not None, "resolve_grid first"
@@ -88,6 +94,7 @@ def analyze_layer(layer: ConvLayer, weight: torch.Tensor, settings: Settings) ->
         return LayerReport(layer=layer, spectrum_grid=None, exact=False, metrics=None,
                            flags=("nonfinite",), notes=(f"{bad} NaN/Inf weights: layer not analysed",))
     flags = list(layer.flags)
+    raw_nonzero = bool(weight.any())
     if layer.batchnorm is not None and settings.fold_batchnorm:
         folded, refusal = _fold_checked(weight, layer)
         if refusal:
@@ -124,6 +131,8 @@ def analyze_layer(layer: ConvLayer, weight: torch.Tensor, settings: Settings) ->
     if metrics.spectral_norm == 0:
         flags.append("zero")
         notes.append("all weights are zero (after BatchNorm folding): not a bottleneck candidate")
+        if raw_nonzero and "batchnorm-folded" in flags:
+            notes.append(ZERO_SCALE_NOTE)
     return LayerReport(layer=layer, spectrum_grid=plan.grid, exact=exact, metrics=metrics,
                        spectrum=spectrum if settings.keep_spectra else None,
                        flags=tuple(flags), notes=tuple(notes))

@@ -117,6 +117,7 @@ def report_command(
     std: StdOption = None,
     interpolation: InterpolationOption = None,
     quiet: QuietOption = False,
+    full_degrees: Annotated[bool, typer.Option("--full-degrees", help="List every layer's kept degrees in full under the table (folded into one line by default; the JSON always has them).")] = False,
 ) -> None:
     """Analyse one checkpoint: per-frequency spectra of every conv layer and the bottleneck they form."""
     from .._parse import parse_input_size
@@ -142,7 +143,7 @@ def report_command(
     if json_out == "-":
         sys.stdout.write(to_json(report) + "\n")
         return
-    Console(highlight=False).print(TerminalReport(report))
+    Console(highlight=False).print(TerminalReport(report, full_degrees=full_degrees))
     if json_out:
         _write(json_out, to_json(report) + "\n", "--json")
 

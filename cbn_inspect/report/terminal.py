@@ -294,8 +294,9 @@ def _side_by_side(report: ModelReport, width: int) -> Table:
     return table
 
 
-def _full_degrees(report: ModelReport, width: int) -> Text | None:
-    """The kept degrees of every row whose cell could not hold them all, whole, one row per line."""
+def _full_degrees(report: ModelReport, width: int, show: bool = True) -> Text | None:
+    """The kept degrees of every row whose cell could not hold them all, whole, one row per line; folded into
+    one line unless ``show`` (``--full-degrees``): on a big network the list is most of the output."""
     metric = report.settings.degree_metric
     width = degree_width(report, width)
     lines = [f"{i} {clean(r.layer.name)}: {format_degrees(r.metrics.degree_counts[metric])}"
@@ -303,14 +304,33 @@ def _full_degrees(report: ModelReport, width: int) -> Text | None:
              if r.metrics is not None and degrees_cell(r.metrics.degree_counts[metric], width)[1]]
     if not lines:
         return None
+    if not show:
+        return Text(f"kept degrees: 'd:n' is n modes kept at degree d; '+N' means N more degrees, listed for "
+                    f"{len(lines)} row(s) by --full-degrees (the JSON has them all)", style="dim")
     return Text("kept degrees in full (degree:count):\n" + "\n".join(lines), style="dim")
 
 
 def _legend(report: ModelReport) -> Text | None:
-    """One line per marker that appears in the table, saying what it means."""
+    """One line per marker that appears in the table, saying what it means (and why, where it is known)."""
     used = "".join(row_markers(r) for r in report.layers)
-    lines = [f"{letter} {meaning}" for _, letter, meaning in MARKERS if letter in used]
+    lines = [f"{letter} {meaning}{_why(report, flag)}" for flag, letter, meaning in MARKERS if letter in used]
     return Text("! " + "\n! ".join(lines), style="dim") if lines else None
+
+
+def _why(report: ModelReport, flag: str) -> str:
+    """What a newcomer needs to read a mark: zero convs behind a zero-initialised BatchNorm (timm's ResNets)."""
+    if flag != "zero":
+        return ""
+    from ..analysis.layer import ZERO_SCALE_NOTE
+
+    zero = [r for r in report.layers if "zero" in r.flags]
+    scaled = sum(ZERO_SCALE_NOTE in r.notes for r in zero)
+    if not scaled:
+        return ""
+    which = "" if scaled == len(zero) else f" ({scaled} of these {len(zero)})"
+    return (f": their kernels are not, but the BatchNorm folded in after them{which} has scale 0 - timm and "
+            "torchvision zero-initialise the last BatchNorm of each residual block, so an untrained model shows "
+            "it; --no-fold-bn analyses the kernels")
 
 
 def _bottleneck_lines(b, settings, lines: Text, style: str, names: list[str]) -> None:
@@ -380,8 +400,9 @@ def _summary(report: ModelReport) -> Panel:
 class TerminalReport:
     """A printable view of a :class:`ModelReport` (``console.print(TerminalReport(report))``)."""
 
-    def __init__(self, report: ModelReport) -> None:
+    def __init__(self, report: ModelReport, full_degrees: bool = False) -> None:
         self.report = report
+        self.full_degrees = full_degrees  # list every row's kept degrees under the table (else one line)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         r = self.report
@@ -397,7 +418,7 @@ class TerminalReport:
             head.append(f", {len(r.skipped)} tensors skipped", style="dim")
         if r.activations is None:
             parts = [head, _table(r, options.max_width)]
-            for extra in (_legend(r), _full_degrees(r, options.max_width)):
+            for extra in (_legend(r), _full_degrees(r, options.max_width, self.full_degrees)):
                 if extra is not None:
                     parts.append(extra)
             parts += [HeatStrip(r), _summary(r)]
