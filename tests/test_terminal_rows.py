@@ -12,9 +12,9 @@ from cbn_inspect import inspect_source
 from cbn_inspect.report import TerminalReport
 
 
-def render(report, width=80) -> str:
+def render(report, width=80, full_degrees=False) -> str:
     console = Console(file=io.StringIO(), width=width, color_system=None, legacy_windows=False)
-    console.print(TerminalReport(report))
+    console.print(TerminalReport(report, full_degrees=full_degrees))
     return console.file.getvalue()
 
 
@@ -44,12 +44,15 @@ def test_rows_without_anything_odd_have_no_marker_column(planted_path):
 def test_kept_degrees_are_never_cut_with_an_ellipsis(random_path):
     report = inspect_source(random_path)
     for width in (60, 80, 120):
-        text = render(report, width)
+        text = render(report, width, full_degrees=True)
         assert width < 80 or "…" not in text  # below 80 columns only the shape column may be cut
         for r in report.layers:
             whole = " ".join(f"{k}:{v}" for k, v in sorted(r.metrics.degree_counts["l1"].items()))
-            assert whole in text  # in the row, or in the block under the table
+            assert whole in text  # in the row, or in the block under the table (--full-degrees)
         assert max(len(line) for line in text.splitlines()) <= width
+        folded = render(report, width)  # by default: the rows cut to '+N', and one line saying how to see them
+        if "kept degrees in full" in text:
+            assert "kept degrees in full" not in folded and "--full-degrees" in folded
 
 
 def test_long_layer_names_are_cut_in_the_middle_and_stay_distinct():
