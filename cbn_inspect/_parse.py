@@ -7,6 +7,7 @@ value before it imports anything heavy. :mod:`cbn_inspect.loaders`, :mod:`cbn_in
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from .errors import UsageError
 
@@ -15,6 +16,17 @@ from .errors import UsageError
 MAX_DECLARED = 2**20
 ACTIVATION_SIDES = ("input", "output")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+
+
+FIGURE_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
+
+
+def figure_format(path: str | Path) -> str:
+    """The ``--plot`` output format from the file's extension, or a usage error naming the ones supported."""
+    fmt = FIGURE_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise UsageError(f"--plot {path}: unknown image type; use a .png, .svg or .pdf file name")
+    return fmt
 
 
 def parse_grid(text: str) -> tuple[int, ...]:

@@ -12,16 +12,30 @@ table and CSV (:mod:`.summary`). ``cbn-inspect audit`` (``cli/_audit.py``) is a 
 :func:`run_audit`.
 """
 
-from .audit import AuditResult, ProgressSink, plan_tasks, run_audit
-from .executors import DaskExecutor, LocalExecutor, default_jobs
-from .records import AuditItem, AuditRow, AuditTask
-from .sources import content_hash, expand_sources
-from .store import ResultStore, read_rows
-from .summary import AuditSummary, flatten_row, write_csv
-from .worker import run_task
+from __future__ import annotations
 
-__all__ = [
-    "AuditItem", "AuditResult", "AuditRow", "AuditSummary", "AuditTask", "DaskExecutor", "LocalExecutor",
-    "ProgressSink", "ResultStore", "content_hash", "default_jobs", "expand_sources",
-    "flatten_row", "plan_tasks", "read_rows", "run_audit", "run_task", "write_csv",
-]
+from importlib import import_module
+from typing import Any
+
+# Public name -> its module, imported on first use (PEP 562): the command line expands and checks the
+# sources (:mod:`.sources`, no torch) before the executors and workers are imported.
+_LAZY = {
+    "AuditResult": ".audit", "ProgressSink": ".audit", "plan_tasks": ".audit", "run_audit": ".audit",
+    "DaskExecutor": ".executors", "LocalExecutor": ".executors", "default_jobs": ".executors",
+    "AuditItem": ".records", "AuditRow": ".records", "AuditTask": ".records",
+    "content_hash": ".sources", "expand_sources": ".sources",
+    "ResultStore": ".store", "read_rows": ".store",
+    "AuditSummary": ".summary", "flatten_row": ".summary", "write_csv": ".summary",
+    "run_task": ".worker",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module 'cbn_inspect.batch' has no attribute {name!r}")
+    value = getattr(import_module(where, __name__), name)
+    globals()[name] = value
+    return value

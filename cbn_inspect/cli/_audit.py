@@ -119,7 +119,7 @@ def audit_command(
     interpolation: InterpolationOption = None,
 ) -> None:
     """Audit many checkpoints: one row each (JSONL/CSV), a summary table, resumable, local or on Dask."""
-    from ..batch import AuditSummary, expand_sources, run_audit, write_csv
+    from ..batch.sources import expand_sources  # light: usage errors about the sources before torch is imported
 
     settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, spectra,
                               device, min_gap, max_utilisation, memory_budget=memory_budget,
@@ -137,6 +137,8 @@ def audit_command(
     if not items:
         raise UsageError("no checkpoints found in the sources given",
                          hint="folder files are recognised by content: safetensors, PyTorch, TorchScript, ONNX")
+    from ..batch import AuditSummary, run_audit, write_csv
+
     progress = None if quiet else _RichProgress(stderr)
     try:
         result = run_audit(settings=settings, items=items, out=out, force=force, executor=executor.value,

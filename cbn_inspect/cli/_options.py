@@ -65,6 +65,13 @@ def build_settings(
             parsed_grid = parse_grid(grid)
         except ValueError as exc:
             raise UsageError(f"--grid {grid!r}: use N (every axis) or HxW, e.g. 32 or 14x14") from exc
+    if layers is not None:
+        import re
+
+        try:
+            re.compile(layers)
+        except re.error as exc:
+            raise UsageError(f"--layers {layers!r} is not a valid regular expression: {exc}") from exc
     if timeout is not None and not timeout > 0:
         raise UsageError("--timeout must be > 0 seconds")
     if max_memory is not None and max_memory < memory_budget * 5 // 4 + 64:

@@ -50,16 +50,18 @@ a failure also writes a JSON object `{"error": {"kind", "message", "hint", "exit
 def _report(source, *, json_out, spectra, plot, html, quiet, settings, activation_settings, trust_code, key, arch,
             input_size, onnx_branch, timeout):
     """Load and analyse (with activations, pictures and the time budget as asked) and return the report."""
-    from .._limits import hard_deadline
-    from ..inspect import inspect_source
-
     if spectra and not json_out:
         warn("--spectra does nothing without --json: the spectra only go into the JSON report")
     if plot is not None:  # fail before the analysis, not after it
-        from ..report.figures import figure_format, require_matplotlib
+        from .._parse import figure_format
 
-        figure_format(plot)
+        figure_format(plot)  # a usage error before anything heavy is imported
+        from ..report.figures import require_matplotlib
+
         require_matplotlib()
+    from .._limits import hard_deadline
+    from ..inspect import inspect_source
+
     pictures = plot is not None or html is not None
     # The figures colour singular values by degree, so they need the spectra; the JSON gets them only with --spectra.
     deadline = hard_deadline(timeout, source)

@@ -22,12 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from .._parse import FIGURE_FORMATS as FORMATS
+from .._parse import figure_format  # noqa: F401  (re-exported: defined without numpy for the command line)
 from ..errors import MissingExtraError, UsageError
 from ..records import ModelReport
 from .figure_data import (bottleneck_summary, degree_matrix, frequency_map, grid_summary, map_layers,
                           profile_series, short_name, spectrum_points)
 
-FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 MAX_LABELS = 40
 MAGENTA = "#b0209a"
 FLOOR = 1e-6  # relative values below this are drawn on it: float32 zeros, not structure
@@ -272,12 +273,6 @@ def plot_panel(report: ModelReport, name: str) -> Any:
     return fig
 
 
-def figure_format(path: str | Path) -> str:
-    """The output format from the file's extension, or a usage error naming the ones supported."""
-    fmt = FORMATS.get(Path(path).suffix.lower())
-    if fmt is None:
-        raise UsageError(f"--plot {path}: unknown image type; use a .png, .svg or .pdf file name")
-    return fmt
 
 
 def write_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
