@@ -219,8 +219,10 @@ def inspect_source(
                               input_size=(runner.model_input.channels, *runner.model_input.spatial),
                               onnx_branch=onnx_branch)
                 notes = tuple(n.replace("(--input-size)", "(the size from the images)") for n in loaded.source.notes)
-                loaded = dataclasses.replace(loaded, source=dataclasses.replace(
-                    loaded.source, sha256=digest, notes=notes + (size_note,)))
+                loaded = dataclasses.replace(loaded, source=dataclasses.replace(loaded.source, sha256=digest,
+                                                                                notes=notes))
+            loaded = dataclasses.replace(loaded, source=dataclasses.replace(
+                loaded.source, notes=loaded.source.notes + (size_note,)))  # once, among the report's warnings
     report = analyze_model(loaded, settings, progress)
     profile = profile_activations(runner, activations, settings, progress=activation_progress, size_note=size_note)
     return dataclasses.replace(report, activations=profile)

@@ -88,8 +88,7 @@ def test_an_image_folder_gives_a_dynamic_model_its_size_on_both_sides(dynamic_on
     prep = data["activations"]["inputs"]["preprocessing"]
     assert prep["input_shape"] == [3, 64, 96]
     assert "smallest height and width, 90x120, rounded down to a multiple of 32" in prep["size_from"]
-    assert prep["size_from"] in data["activations"]["inputs"]["notes"]
-    assert any("inputs sized from the 3 image(s)" in w for w in data["warnings"])
+    assert [w for w in data["warnings"] if "inputs sized from the 3 image(s)" in w] == [prep["size_from"]]
     # --input-size still wins
     forced = inspect_source(dynamic_onnx, input_size="32", activations=str(folder))
     assert [layer.grid for layer in forced.activations.layers] == [(32, 32), (16, 16)]

@@ -84,8 +84,6 @@ def profile_activations(runner: Runner, settings: ActivationSettings, analysis: 
     started = time.perf_counter()
     prep = resolve_preprocessing(runner.model_input, settings)
     stream = open_inputs(settings.inputs, prep, settings)
-    if size_note is not None:
-        stream.notes.append(size_note)
     pattern = re.compile(analysis.layer_filter) if analysis.layer_filter else None
     collector = _Collector(settings.center, settings.device, pattern)
     if progress:
