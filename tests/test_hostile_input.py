@@ -309,7 +309,7 @@ def test_memory_error_is_a_resource_limit_not_a_bug(cli, planted_path, monkeypat
 
 
 def test_memory_error_outside_the_analysis_is_caught_by_the_boundary(cli, planted_path, monkeypatch):
-    import cbn_inspect.cli._report as report_module
+    import cbn_inspect.inspect as report_module  # the command imports inspect_source from here when it runs
 
     def boom(*args, **kwargs):
         raise MemoryError()
@@ -319,7 +319,7 @@ def test_memory_error_outside_the_analysis_is_caught_by_the_boundary(cli, plante
 
 
 def test_internal_error_is_one_line_and_debug_shows_the_traceback(cli, planted_path, monkeypatch):
-    import cbn_inspect.cli._report as report_module
+    import cbn_inspect.inspect as report_module  # the command imports inspect_source from here when it runs
 
     def bug(*args, **kwargs):
         raise RuntimeError("first line\n  C++ backtrace line 1\n  line 2\n[/x]")
