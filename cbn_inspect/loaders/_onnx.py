@@ -154,12 +154,17 @@ def _walk(graph: Any, scope: dict[str, Any], path: str, walk: _Walk, branch: str
 def _input_channels(model: Any, name: str) -> int | None:
     """The channels a conv reading ``name`` directly expects (its weight's C_in x groups), or None."""
     inits = {i.name: i for i in model.graph.initializer}
+    producers = {out: node for node in model.graph.node for out in node.output}
     for node in model.graph.node:
         if node.op_type == "Conv" and node.input and node.input[0] == name and len(node.input) > 1:
             weight = inits.get(node.input[1])
-            if weight is not None and len(weight.dims) >= 3:
+            dims = tuple(weight.dims) if weight is not None else None
+            if dims is None:  # a weight reached through Identity, Cast, Reshape, ...
+                folded = fold_weight(node.input[1], producers, inits)
+                dims = folded.shape if isinstance(folded, FoldedWeight) else None
+            if dims is not None and len(dims) >= 3:
                 group = next((a.i for a in node.attribute if a.name == "group"), 1) or 1
-                return int(weight.dims[1]) * int(group)
+                return int(dims[1]) * int(group)
     return None
 
 
