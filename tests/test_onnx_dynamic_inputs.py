@@ -3,7 +3,6 @@ model) gives real grids on both sides, and image inputs give the model their own
 
 from __future__ import annotations
 
-import json
 import warnings
 
 import numpy as np

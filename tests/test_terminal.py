@@ -67,8 +67,6 @@ def _cell(text: str, name: str) -> str:
     return next(line for line in text.splitlines() if f" {name} " in line)
 
 
-def test_cli_full_degrees_flag(cli, planted_path):
-    from cbn_inspect.cli import app  # noqa: F401  (the flag is registered on report)
-
+def test_cli_full_degrees_flag(cli):
     result = cli("timm:test_resnet", "--input-size", "64", "--full-degrees", "--quiet", "--threads", "1")
     assert result.exit_code == 0 and "kept degrees in full (degree:count):" in result.stdout

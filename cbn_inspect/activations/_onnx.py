@@ -129,9 +129,9 @@ class OnnxRunner:
         spatial = tuple(dims[2:]) if None not in dims[2:] else None
         channels = dims[1]
         if channels is None:
-            from ..loaders._onnx import _input_channels
+            from ..loaders._onnx_inputs import input_channels
 
-            channels = _input_channels(model, inputs[0].name)  # a conv reading the input, its weight folded
+            channels = input_channels(model, inputs[0].name)  # a conv reading the input, its weight folded
             if channels is None:  # else the first conv's stored weight, as before
                 first = next((n for _, n in conv_nodes(graph)[0]), None)
                 weight = next((i for i in graph.initializer if first is not None and i.name == first.input[1]), None)

@@ -1,8 +1,10 @@
 """ONNX models (the optional ``onnx`` extra): Conv and ConvTranspose nodes, subgraphs included.
 
-Weights come from initializers or ``Constant`` nodes (in the node's graph or any enclosing one); strides,
+Weights come from initializers or ``Constant`` nodes (in the node's graph or any enclosing one), directly or
+through constant-foldable nodes (:mod:`._onnx_fold`; convs sharing one constant are each analysed and noted
+``shares_weight_with``); strides,
 pads, dilations and groups from the node's attributes (declared by the file: ``geometry_source`` is
-``metadata``); grids from ONNX shape inference, after ``--input-size`` has fixed any dynamic input axes. A
+``metadata``); grids from ONNX shape inference, after ``--input-size`` has fixed any dynamic input axes (:mod:`._onnx_inputs`). A
 conv pads with zeros, unless explicit padding in front of it says otherwise (a ``Pad`` node, or the
 ``Slice`` + ``Concat`` pattern of circular padding: :mod:`._onnx_graph`), in which case it is analysed on
 the unpadded grid with that padding mode. Order is execution order (the graph's topological order; subgraph
@@ -22,7 +24,9 @@ from typing import Any, Iterator
 
 from ..errors import MissingExtraError, UnreadableInputError, UsageError
 from ..records import BatchNormParams, ConvLayer, LoadedModel, SourceInfo
-from ._onnx_graph import FoldedWeight, fold_weight, quantised_weight, unpad
+from ._onnx_fold import FoldedWeight, fold_weight
+from ._onnx_inputs import fix_inputs
+from ._onnx_graph import quantised_weight, unpad
 
 QUANTISED = {"ConvInteger": "integer conv", "QLinearConv": "quantised (QLinearConv) conv"}
 CONV_OPS = ("Conv", "ConvTranspose", *QUANTISED)
@@ -151,77 +155,6 @@ def _walk(graph: Any, scope: dict[str, Any], path: str, walk: _Walk, branch: str
                 yield from _walk(sub, scope, where + "/", walk, branch, visible)
 
 
-def _input_channels(model: Any, name: str) -> int | None:
-    """The channels a conv reading ``name`` directly expects (its weight's C_in x groups), or None."""
-    inits = {i.name: i for i in model.graph.initializer}
-    producers = {out: node for node in model.graph.node for out in node.output}
-    for node in model.graph.node:
-        if node.op_type == "Conv" and node.input and node.input[0] == name and len(node.input) > 1:
-            weight = inits.get(node.input[1])
-            dims = tuple(weight.dims) if weight is not None else None
-            if dims is None:  # a weight reached through Identity, Cast, Reshape, ...
-                folded = fold_weight(node.input[1], producers, inits)
-                dims = folded.shape if isinstance(folded, FoldedWeight) else None
-            if dims is not None and len(dims) >= 3:
-                group = next((a.i for a in node.attribute if a.name == "group"), 1) or 1
-                return int(dims[1]) * int(group)
-    return None
-
-
-def _fix_inputs(model: Any, size: tuple[int, ...] | None) -> list[str]:
-    """Give the model's dynamic input axes the size ``--input-size`` names (batch 1), in place; notes.
-
-    For an input of rank ``2 + d`` (batch, channels, d spatial axes): one number is the size of every spatial
-    axis (channels from the model), ``d`` numbers the spatial sizes, ``d + 1`` the channels and spatial sizes.
-    A dynamic spatial axis the size does not reach would be set to 1, collapsing every grid behind it to 1x1:
-    that is said in a note (shown as a warning)."""
-    if size is None:
-        return []
-    inits = {i.name for i in model.graph.initializer}
-    notes = []
-    main_done = False  # the size is the first fitting input's (the image, the audio); other inputs keep theirs
-    for value in model.graph.input:
-        if value.name in inits or not value.type.HasField("tensor_type"):
-            continue
-        dims = value.type.tensor_type.shape.dim
-        rank = len(dims)
-        if rank < 2:
-            continue
-        want: dict[int, int] = {}
-        if main_done:
-            pass
-        elif rank >= 3 and len(size) in (1, rank - 2):  # spatial sizes only: the channels from the model
-            want = {axis: size[0] if len(size) == 1 else size[axis - 2] for axis in range(2, rank)}
-            channels = _input_channels(model, value.name)
-            if channels is not None and not (dims[1].HasField("dim_value") and dims[1].dim_value > 0):
-                want[1] = channels
-        elif rank == len(size) + 2 or (rank == 2 and len(size) == 1):
-            want = {rank - len(size) + i: v for i, v in enumerate(size)}
-        elif rank == len(size) + 1:
-            want = {1 + i: v for i, v in enumerate(size)}
-        main_done = main_done or bool(want)
-        before = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?") for d in dims]
-        collapsed = []
-        for axis, dim in enumerate(dims):
-            static = dim.HasField("dim_value") and dim.dim_value > 0
-            if axis in want:
-                dim.Clear()
-                dim.dim_value = int(want[axis])
-            elif not static:
-                dim.Clear()
-                dim.dim_value = 1  # batch and other free axes
-                collapsed += [axis] if axis >= 2 and rank >= 3 else []
-        after = [d.dim_value for d in dims]
-        if before != after:
-            notes.append(f"input {value.name}: shape {before} fixed to {after} for shape inference"
-                         + (" (--input-size)" if want else " (free axes set to 1)"))
-        if collapsed:
-            notes.append(f"input {value.name}: spatial axes {collapsed} are dynamic and --input-size "
-                         f"{'x'.join(map(str, size))} does not reach them: set to 1, so the grids behind them "
-                         f"collapse to 1x1; give one number (every spatial axis) or one per spatial axis")
-    return notes
-
-
 def _shapes(model: Any) -> dict[str, tuple[int | None, ...]]:
     """Shapes of every value ONNX shape inference could determine (all graphs); None for a symbolic axis."""
     onnx = _import_onnx()
@@ -344,7 +277,7 @@ def read_onnx(path: Path, *, fold_batchnorm: bool, input_size: tuple[int, ...] |
         raise UnreadableInputError(f"{path}: not a readable ONNX model ({' '.join(str(exc).split())[:160]})") from exc
     if branch not in ("then", "else"):
         raise UsageError(f"--onnx-branch {branch!r}: use then or else")
-    size_notes = _fix_inputs(model, input_size)
+    size_notes = fix_inputs(model, input_size)
     shapes = _shapes(model)
     metadata = {_text(p.key): _text(p.value) for p in model.metadata_props}
     layers: list[ConvLayer] = []

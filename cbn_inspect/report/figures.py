@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .._parse import FIGURE_FORMATS as FORMATS
+from .._parse import FIGURE_FORMATS as FORMATS  # noqa: F401  (re-exported)
 from .._parse import figure_format  # noqa: F401  (re-exported: defined without numpy for the command line)
 from ..errors import MissingExtraError, UsageError
 from ..records import ModelReport
