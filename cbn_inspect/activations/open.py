@@ -53,6 +53,10 @@ def open_runner(source: str | Path, loaded: LoadedModel | None = None, *, side: 
         from ._onnx import OnnxRunner
 
         return OnnxRunner(path, side=side, device=device, trust_code=trust_code)
+    if fmt in ("tflite", "keras", "keras-h5"):
+        raise NotExecutableError(f"{path}: --activations does not run {fmt} models (no TensorFlow runtime here)",
+                                 hint="convert the model to ONNX (tf2onnx, or tflite2onnx for .tflite) and "
+                                      "profile that file")
     tensors, metadata, module = _read_weights(path, fmt, trust_code, key)
     arch = loaded.source.architecture if loaded is not None else None
     if module is not None:
