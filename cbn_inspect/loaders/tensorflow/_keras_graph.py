@@ -186,7 +186,7 @@ def output_shape(cls: str, config: dict, ins: list) -> tuple | None:
     sizes = [shape[a] for a in axes]
     padding = str(config.get("padding", "valid")).lower()
     base = cls.replace(f"{d}DTranspose", "").replace(f"{d}D", "")
-    if base in ("Conv", "SeparableConv", "DepthwiseConv", "Convolution"):
+    if base in ("Conv", "SeparableConv", "DepthwiseConv", "Convolution") and not cls.endswith("Transpose"):
         k, s, r = (_tuple(config.get(key), d, 1) for key in ("kernel_size", "strides", "dilation_rate"))
         if None in (k, s, r) or None in sizes:
             return None
