@@ -172,3 +172,37 @@ def test_hostile_h5_and_keras_files_give_documented_errors(tmp_path):
             assert error.exit_code in (3, 4, 6, 7), error
             errors += 1
     assert errors >= 6
+
+
+def test_sequential_h5_with_dynamic_input_takes_input_size(tmp_path):
+    layers = [
+        keras_layer("Conv2D", "c1", None, filters=4, kernel_size=[3, 3], strides=[2, 2], padding="same",
+                    batch_input_shape=[None, None, None, 3]),
+        keras_layer("UpSampling2D", "up", None, size=[2, 2]),
+        keras_layer("ZeroPadding2D", "pad", None, padding=[[1, 1], [0, 2]]),
+        keras_layer("Conv2D", "c2", None, filters=2, kernel_size=[3, 3], padding="valid"),
+    ]
+    for entry in layers:
+        entry.pop("inbound_nodes")
+    weights = {"c1": {"kernel": _w(3, 3, 3, 4)}, "c2": {"kernel": _w(3, 3, 4, 2)}}
+    path = tmp_path / "seq.h5"
+    write_keras_h5(path, layers, weights)
+    import h5py
+
+    with h5py.File(path, "a") as f:  # a Keras 2 Sequential config
+        f.attrs["model_config"] = json.dumps({"class_name": "Sequential", "config": {"name": "s", "layers": layers}})
+    dynamic = load(path)
+    assert [layer.grid for layer in dynamic.layers] == [None, None]
+    assert any("--input-size" in note for note in dynamic.source.notes)
+    fixed = load(path, input_size="3x20x16")
+    assert [layer.grid for layer in fixed.layers] == [(20, 16), (22, 18)]  # 10x8 -> up 20x16 -> pad 22x18
+    assert all(layer.grid_source == "metadata" for layer in fixed.layers)
+
+
+def test_layers_listing_of_an_h5(tmp_path):
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "cbn_inspect", "layers", str(functional(tmp_path))],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "sep/pointwise" in done.stdout and "keras-h5" in done.stdout

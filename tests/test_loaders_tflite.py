@@ -116,8 +116,26 @@ def test_detected_by_content_and_options_that_do_not_apply(tmp_path):
     assert detect_format(path) == "tflite"
     with pytest.raises(UsageError):
         load(path, arch="timm:resnet18")
-    with pytest.raises(UsageError, match="--input-size"):
-        load(path, input_size="32")
+    assert any("--input-size 32x32 not applied" in note for note in load(path, input_size="32x32").source.notes)
+
+
+def test_json_report_validates_and_activations_are_refused(tmp_path):
+    import json
+
+    import jsonschema
+
+    from cbn_inspect.errors import NotExecutableError
+    from cbn_inspect.report import to_json
+
+    path = write_tflite(tmp_path / "m.tflite", [CASES["int8-per-channel"], CASES["transpose-stride2"]])
+    data = json.loads(to_json(inspect_source(path)))
+    schema = json.loads((Path(__import__("cbn_inspect").__file__).parent / "schema" / "report.schema.json").read_text())
+    jsonschema.validate(data, schema)
+    assert data["source"]["format"] == "tflite" and data["order_source"] == "graph"
+    done = subprocess.run([sys.executable, "-m", "cbn_inspect", str(path), "--activations", "noise"],
+                          capture_output=True, text=True)
+    assert done.returncode == NotExecutableError.exit_code, done.stderr
+    assert "tflite2onnx" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
 def test_only_the_main_subgraph_is_analysed(tmp_path):

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import ResourceLimitError, UnreadableInputError, UsageError
+from ...errors import ResourceLimitError, UnreadableInputError
 from ...records import ConvLayer, LoadedModel, SourceInfo
 from ._flatbuffer import Table, checked, import_flatbuffers, root
 
@@ -107,14 +107,19 @@ def read_tflite(path: Path, *, input_size: tuple[int, ...] | None = None,
                 max_memory_mb: int | None = None) -> LoadedModel:
     """Conv operators of a ``.tflite`` model's main subgraph, in execution order."""
     import_flatbuffers()
-    if input_size is not None:
-        raise UsageError("--input-size does not apply to a TFLite model: its tensor shapes are stored in the file")
     size = path.stat().st_size
     if max_memory_mb is not None and size > max_memory_mb * 2**20:
         raise ResourceLimitError(f"{path}: a {size // 2**20} MB TFLite file is more than --max-memory {max_memory_mb} MB")
     buf = path.read_bytes()
     with checked(path, "TFLite flatbuffer"):
-        return _read(path, buf)
+        loaded = _read(path, buf)
+    if input_size is not None:  # the flag would do nothing: say so (the shapes were fixed at conversion)
+        import dataclasses
+
+        note = (f"--input-size {'x'.join(map(str, input_size))} not applied: a TFLite model's tensor shapes are "
+                "fixed in the file at conversion")
+        loaded = dataclasses.replace(loaded, source=dataclasses.replace(loaded.source, notes=loaded.source.notes + (note,)))
+    return loaded
 
 
 def _read(path: Path, buf: bytes) -> LoadedModel:
