@@ -36,6 +36,7 @@ import numpy as np
 
 from ...errors import MissingExtraError, ResourceLimitError, UnreadableInputError
 from ...records import BatchNormParams, ConvLayer, InMemoryWeight, LoadedModel, SourceInfo
+from .._statedict import MAX_DECLARED
 from ._keras_graph import KerasLayer, conv_output, flatten, propagate, rank_of
 
 MAX_CONFIG_BYTES = 64 * 2**20
@@ -226,7 +227,7 @@ def _grid(layer: KerasLayer, d: int) -> tuple[int, ...] | None:
     if shape is None or len(shape) != d + 2:
         return None
     spatial = shape[2:] if layer.config.get("data_format") == "channels_first" else shape[1:-1]
-    return tuple(spatial) if all(isinstance(v, int) and v > 0 for v in spatial) else None
+    return tuple(spatial) if all(isinstance(v, int) and 0 < v <= MAX_DECLARED for v in spatial) else None
 
 
 def _ints(config: dict, key: str, d: int) -> tuple[int, ...] | None:

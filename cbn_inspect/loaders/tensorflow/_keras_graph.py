@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._statedict import MAX_DECLARED
+
 CONTAINERS = {"Functional", "Model", "Sequential"}
 SAME_SHAPE = {
     "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "ThresholdedReLU", "BatchNormalization",
@@ -49,8 +51,8 @@ def _shape(value: Any) -> tuple | None:
 
 
 def _static(shape: tuple | None) -> bool:
-    """A stated shape whose axes (the batch aside) are all known."""
-    return shape is not None and len(shape) >= 3 and all(isinstance(v, int) and v > 0 for v in shape[1:])
+    """A stated shape whose axes (the batch aside) are all known, from 1 to 2^20."""
+    return shape is not None and len(shape) >= 3 and all(_count(v) for v in shape[1:])
 
 
 def _history_shapes(node: Any) -> tuple[list[str], list[tuple | None]]:
@@ -131,12 +133,17 @@ def propagate(layers: list[KerasLayer]) -> None:
             outputs[layer.name] = output_shape(layer.cls, layer.config, ins)
 
 
+def _count(v: Any, low: int = 1) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= MAX_DECLARED
+
+
 def _tuple(value: Any, d: int, default: int) -> tuple[int, ...] | None:
+    """A kernel size, stride, dilation, pool or up-sampling factor: ``d`` integers from 1 to 2^20."""
     if value is None:
         return (default,) * d
-    if isinstance(value, int) and not isinstance(value, bool):
+    if _count(value):
         return (value,) * d
-    if isinstance(value, list) and len(value) == d and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    if isinstance(value, list) and len(value) == d and all(_count(v) for v in value):
         return tuple(value)
     return None
 
@@ -236,18 +243,19 @@ def output_shape(cls: str, config: dict, ins: list) -> tuple | None:
 
 
 def _pairs(value: Any, d: int) -> list[tuple[int, int]] | None:
-    if isinstance(value, int) and not isinstance(value, bool):
+    """Padding or cropping amounts: (before, after) per spatial axis, integers from 0 to 2^20."""
+    if _count(value, 0):
         return [(value, value)] * d
     if isinstance(value, list) and len(value) == d:
         out = []
         for v in value:
-            if isinstance(v, int) and not isinstance(v, bool):
+            if _count(v, 0):
                 out.append((v, v))
-            elif isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) for x in v):
+            elif isinstance(v, list) and len(v) == 2 and all(_count(x, 0) for x in v):
                 out.append((v[0], v[1]))
             else:
                 return None
         return out
-    if d == 1 and isinstance(value, list) and len(value) == 2 and all(isinstance(x, int) for x in value):
+    if d == 1 and isinstance(value, list) and len(value) == 2 and all(_count(x, 0) for x in value):
         return [(value[0], value[1])]
     return None

@@ -36,6 +36,7 @@ import numpy as np
 
 from ...errors import ResourceLimitError, UnreadableInputError
 from ...records import ConvLayer, LoadedModel, SourceInfo
+from .._statedict import MAX_DECLARED
 from ._flatbuffer import Table, checked, import_flatbuffers, root
 
 DEQUANTIZE = 6
@@ -295,7 +296,9 @@ def _layer(path, buf, code, op, tensors, buffers, codes, producers, name, order)
             return None, f"filter of {filter_in} input channels does not divide the input's {channels}"
         groups = channels // filter_in
     if grid is None:
-        notes.append("input tensor without a static spatial shape: default grid")
+        shape_text = "x".join(map(str, x.shape)) if x is not None else "none"
+        notes.append(f"input tensor (shape {shape_text}) without a static spatial shape of 1 to 2^20 per axis: "
+                     "default grid")
     layer = ConvLayer(
         name=name, shape=torch_shape, dtype=type_name, order=order, groups=groups, stride=stride,
         dilation=dilation, transposed=code in (67, 141), padding_mode="zeros", grid=grid,
@@ -332,7 +335,7 @@ def _grid(x: _Tensor | None, d: int) -> tuple[tuple[int, ...] | None, int | None
     channels = x.shape[-1] if x.shape[-1] > 0 else None
     spatial = x.shape[1:-1]
     dynamic = len(x.signature) == len(x.shape) and any(v < 0 for v in x.signature[1:-1])
-    if dynamic or min(spatial) < 1:
+    if dynamic or min(spatial) < 1 or max(spatial) > MAX_DECLARED:  # beyond 2^20: not a geometry (as metadata)
         return None, channels
     return tuple(spatial), channels
 
