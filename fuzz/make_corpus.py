@@ -165,8 +165,8 @@ def _tf_seeds(tmp: Path) -> dict[str, bytes]:
         {"class_name": "Conv2D", "config": {"name": "c2", "filters": 4, "kernel_size": [3, 3], "strides": [2, 2],
                                             "padding": "same"}, "build_config": {"input_shape": [None, 4, 4, 4]}},
     ]}}
-    seeds["keras"] = tf.write_keras_archive(tmp / "model.keras", config, {("c1",): [w(3, 3, 3, 4)],
-                                                                          ("c2",): [w(3, 3, 4, 4)]}).read_bytes()
+    seeds["keras"] = tf.write_keras_archive(tmp / "model.keras", config, {("conv2d",): [w(3, 3, 3, 4)],
+                                                                          ("conv2d_1",): [w(3, 3, 4, 4)]}).read_bytes()
     return seeds
 
 

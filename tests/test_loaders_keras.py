@@ -116,8 +116,9 @@ def keras3_config():
 
 def test_keras3_archive_with_nested_model(tmp_path):
     k3, k1 = _w(2, 3, 3, 2, 3), _w(3, 4, 4)
-    path = write_keras_archive(tmp_path / "m.keras", keras3_config(), {("c3",): [k3, np.zeros(3, np.float32)],
-                                                                      ("block", "c1"): [k1]})
+    # Keras 3 stores variables by class name in snake case, numbered per class: not by the layer's name
+    path = write_keras_archive(tmp_path / "m.keras", keras3_config(), {("conv3d",): [k3, np.zeros(3, np.float32)],
+                                                                      ("sequential", "conv1d"): [k1]})
     assert detect_format(path) == "keras"
     loaded = load(path)
     assert loaded.source.format == "keras" and loaded.source.metadata["keras_version"] == "3.6.0"
@@ -125,6 +126,28 @@ def test_keras3_archive_with_nested_model(tmp_path):
     assert (c3.name, c3.shape, c3.grid) == ("c3", (3, 2, 2, 3, 3), (4, 6, 6))
     np.testing.assert_array_equal(c3.weight.load().numpy(), k3.transpose(4, 3, 0, 1, 2))
     assert (c1.name, c1.shape, c1.grid, c1.dilation) == ("block/c1", (4, 4, 3), (8,), (2,))
+
+
+def test_keras3_numbering_per_class_and_older_name_paths(tmp_path):
+    config = {"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "InputLayer", "config": {"name": "x", "batch_shape": [None, 6, 6, 2]}},
+        {"class_name": "Conv2D", "config": {"name": "first", "filters": 3, "kernel_size": [3, 3], "padding": "same"},
+         "build_config": {"input_shape": [None, 6, 6, 2]}},
+        {"class_name": "BatchNormalization", "config": {"name": "bn", "axis": -1, "epsilon": 0.01}},
+        {"class_name": "Conv2D", "config": {"name": "second", "filters": 2, "kernel_size": [1, 1], "padding": "same"},
+         "build_config": {"input_shape": [None, 6, 6, 3]}},
+    ]}}
+    k1, k2 = _w(3, 3, 2, 3), _w(1, 1, 3, 2)
+    bn = [np.ones(3, np.float32), np.zeros(3, np.float32), np.zeros(3, np.float32), np.full(3, 2.0, np.float32)]
+    new = load(write_keras_archive(tmp_path / "new.keras", config, {("conv2d",): [k1], ("batch_normalization",): bn,
+                                                                     ("conv2d_1",): [k2]}))
+    old = load(write_keras_archive(tmp_path / "old.keras", config, {("first",): [k1], ("bn",): bn, ("second",): [k2]}))
+    for loaded in (new, old):
+        first, second = loaded.layers
+        np.testing.assert_array_equal(first.weight.load().numpy(), k1.transpose(3, 2, 0, 1))
+        np.testing.assert_array_equal(second.weight.load().numpy(), k2.transpose(3, 2, 0, 1))
+        assert first.batchnorm is not None and first.batchnorm.eps == pytest.approx(0.01)
+        assert (first.grid, second.grid) == ((6, 6), (6, 6))
 
 
 def test_weights_only_h5_reads_kernels_with_geometry_assumed(tmp_path):

@@ -14,7 +14,9 @@ DepthwiseConvND                (k..., in, multiplier)        (in*multiplier, 1, 
 SeparableConvND pointwise      (1..., in*multiplier, out)    (out, in*multiplier, 1...)
 =============================  ============================  ====================================
 
-Order is the config's layer order (Keras lists a functional model's layers in topological order); strides,
+Keras 3 (and tf.keras 2.13+) stores a layer's variables under its class name in snake case, numbered per
+class in its model's layer order (``layers/conv2d_1/vars/0``), not under the layer's name; older ``.keras``
+files used the name; both are looked up. Order is the config's layer order (Keras lists a functional model's layers in topological order); strides,
 dilations, padding and groups come from each layer's config; grids from the input shapes the config states
 or implies (:mod:`._keras_graph`). A ``BatchNormalization`` that reads a conv's output over its channel axis is
 folded in. Without a config (a weights-only ``.h5``), a rank-3 to 5 ``kernel`` is read as a ConvND kernel
@@ -211,7 +213,9 @@ def _base(cls: str) -> str | None:
 def _vars_of(layer: KerasLayer, weights: _Weights, base: str) -> dict[str, np.ndarray]:
     if layer.name in weights.by_name:
         return weights.by_name[layer.name]
-    arrays = weights.by_path.get(layer.path)
+    arrays = weights.by_path.get(layer.store)  # Keras 3: by class name; tf.keras 2.11/2.12: by layer name
+    if arrays is None:
+        arrays = weights.by_path.get(layer.path)
     if arrays is None:
         return {}
     if base == "BatchNormalization":

@@ -12,6 +12,7 @@ kind stands in the way, the shapes after it are unknown (None) and those convs g
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ class KerasLayer:
     name: str
     config: dict
     path: tuple[str, ...]  # names of the enclosing models, outermost first, and the layer's own
+    store: tuple[str, ...] = ()  # where Keras 3 keeps its variables: class names in snake case, numbered
     inbound: list[str] = field(default_factory=list)  # names of the layers feeding its first call
     input_shape: tuple | None = None
     shape_source: str = ""
@@ -82,10 +84,22 @@ def _history_shapes(node: Any) -> tuple[list[str], list[tuple | None]]:
     return names, shapes
 
 
-def flatten(model: Any, path: tuple[str, ...] = (), depth: int = 0) -> list[KerasLayer]:
-    """Every layer of a model config in order, nested models replaced by their layers."""
+def snake_case(name: str) -> str:
+    """Keras' ``naming.to_snake_case``: ``Conv2DTranspose`` -> ``conv2d_transpose``."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def flatten(model: Any, path: tuple[str, ...] = (), depth: int = 0, store: tuple[str, ...] = ()) -> list[KerasLayer]:
+    """Every layer of a model config in order, nested models replaced by their layers.
+
+    Besides its name path, each layer gets the path under which Keras 3 (and tf.keras 2.13+) stores its
+    variables: not the layer's name but its class in snake case, numbered per class within its model
+    (``conv2d``, ``conv2d_1``, ...), in the model's layer order."""
     if depth > 16 or not isinstance(model, dict):
         return []
+    used: dict[str, int] = {}
     cfg = model.get("config")
     layers = cfg if isinstance(cfg, list) else _dict(cfg).get("layers", [])
     out: list[KerasLayer] = []
@@ -96,10 +110,13 @@ def flatten(model: Any, path: tuple[str, ...] = (), depth: int = 0) -> list[Kera
             continue
         cls, conf = str(item.get("class_name", "")), _dict(item.get("config"))
         name = str(conf.get("name") or item.get("name") or f"layer_{len(out)}")
+        key = snake_case(cls)
+        used[key] = used.get(key, -1) + 1
+        key = f"{key}_{used[key]}" if used[key] else key
         if cls in CONTAINERS:
-            out += flatten(item, path + (name,), depth + 1)
+            out += flatten(item, path + (name,), depth + 1, store + (key,))
             continue
-        layer = KerasLayer(cls=cls, name=name, config=conf, path=path + (name,))
+        layer = KerasLayer(cls=cls, name=name, config=conf, path=path + (name,), store=store + (key,))
         nodes = item.get("inbound_nodes")
         if isinstance(nodes, list) and nodes:
             layer.inbound, shapes = _history_shapes(nodes[0])
