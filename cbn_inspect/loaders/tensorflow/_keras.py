@@ -374,7 +374,7 @@ def _build(path: Path, fmt: str, config: Any, weights: _Weights, metadata: dict[
             skipped.append((name, why))
             continue
         if made and made[0].grid is None and not assumed:
-            made = [_note_grid(m, layer) for m in made]
+            made = [_note_grid(m) for m in made]
         records += made
         if made:
             last[layer.name] = len(records) - 1
@@ -391,7 +391,7 @@ def _build(path: Path, fmt: str, config: Any, weights: _Weights, metadata: dict[
                        order_confidence="medium" if assumed else "high")
 
 
-def _note_grid(layer: ConvLayer, keras: KerasLayer) -> ConvLayer:
+def _note_grid(layer: ConvLayer) -> ConvLayer:
     import dataclasses
 
     return dataclasses.replace(layer, notes=layer.notes + ("input shape not stated or implied by the config",))

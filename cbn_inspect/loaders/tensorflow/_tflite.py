@@ -48,7 +48,7 @@ CONV_OPS = {
     132: ("CONV_3D", "DHWIO", (4, 3, 0, 1, 2), 0),
     141: ("CONV_3D_TRANSPOSE", "DHWOI", (4, 3, 0, 1, 2), 2),
 }
-FILTER_INPUT = {3: 1, 4: 1, 67: 1, 132: 1, 141: 1}
+FILTER_AT = 1  # the filter is every conv operator's second input
 # TensorType -> numpy dtype (the types a filter can hold and this reader can dequantise)
 DTYPES = {0: "<f4", 1: "<f2", 3: "u1", 7: "<i2", 9: "i1", 10: "<f8"}
 TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8",
@@ -226,7 +226,7 @@ def _filter(t_index: int, tensors, buffers, buf, codes, producers) -> tuple[_Ten
     return None, None, "filter is computed at run time (not a constant tensor): not analysed"
 
 
-def _quant(tensor: _Tensor, axis_len: int) -> tuple[tuple[float, ...], tuple[int, ...], int, str | None]:
+def _quant(tensor: _Tensor) -> tuple[tuple[float, ...], tuple[int, ...], int, str | None]:
     """(scales, zero points, axis, why not) of an integer filter."""
     if tensor.quant is None:
         return (), (), 0, "integer filter without quantisation parameters"
@@ -248,9 +248,9 @@ def _layer(path, buf, code, op, tensors, buffers, codes, producers, name, order)
     kind, layout, perm, input_at = CONV_OPS[code]
     inputs = [int(v) for v in op.array(1, "<i4")]
     d = 3 if code in (132, 141) else 2
-    if len(inputs) <= max(FILTER_INPUT[code], input_at):
+    if len(inputs) <= max(FILTER_AT, input_at):
         return None, f"{kind} with {len(inputs)} inputs: not analysed"
-    tensor, data, how = _filter(inputs[FILTER_INPUT[code]], tensors, buffers, buf, codes, producers)
+    tensor, data, how = _filter(inputs[FILTER_AT], tensors, buffers, buf, codes, producers)
     if tensor is None:
         return None, how
     shape = tensor.shape
@@ -268,7 +268,7 @@ def _layer(path, buf, code, op, tensors, buffers, codes, producers, name, order)
     flags, notes = (), [f"TFLite {kind}, filter layout {layout}"]
     scale, zero, axis = (), (), 0
     if dtype in ("u1", "<i2", "i1"):
-        scale, zero, axis, why = _quant(tensor, 0)
+        scale, zero, axis, why = _quant(tensor)
         if why:
             return None, why
         per = "per channel" if len(scale) > 1 else "per tensor"
@@ -290,9 +290,9 @@ def _layer(path, buf, code, op, tensors, buffers, codes, producers, name, order)
         if not groups or shape[3] % groups:
             return None, f"depthwise filter of {shape[3]} channels does not fit an input of {groups} channels"
         torch_shape = (shape[3], 1, *shape[1:3])
-    elif code in (3, 132) and channels:
-        filter_in = shape[3] if code == 3 else shape[3]
-        if channels % filter_in or shape[0 if code == 3 else 4] % (channels // filter_in):
+    elif code in (3, 132) and channels:  # grouped: the filter holds input channels / groups (axis 3 in both)
+        filter_in, filter_out = shape[3], shape[0 if code == 3 else 4]
+        if channels % filter_in or filter_out % (channels // filter_in):
             return None, f"filter of {filter_in} input channels does not divide the input's {channels}"
         groups = channels // filter_in
     if grid is None:
