@@ -229,3 +229,24 @@ def test_layers_listing_of_an_h5(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "sep/pointwise" in done.stdout and "keras-h5" in done.stdout
+
+
+def test_legacy_h5_with_a_nested_model(tmp_path):
+    inner = {"class_name": "Sequential", "name": "block", "config": {"name": "block", "layers": [
+        {"class_name": "Conv2D", "config": {"name": "conv2d_5", "filters": 2, "kernel_size": [3, 3], "padding": "same",
+                                            "batch_input_shape": [None, 5, 5, 4]}}]},
+        "inbound_nodes": [[["conv2d", 0, 0, {}]]]}
+    layers = [keras_layer("InputLayer", "input_1", None, batch_input_shape=[None, 5, 5, 3]),
+              keras_layer("Conv2D", "conv2d", ["input_1"], filters=4, kernel_size=[1, 1], padding="valid"), inner]
+    outer, nested = _w(1, 1, 3, 4), _w(3, 3, 4, 2)
+    path = write_keras_h5(tmp_path / "nested.h5", layers, {"conv2d": {"kernel": outer}})
+    import h5py
+
+    with h5py.File(path, "a") as f:  # the nested model's group holds its inner layers' weights
+        group = f["model_weights"]["block"]
+        group.create_dataset("conv2d_5/kernel:0", data=nested)
+        group.attrs["weight_names"] = np.array([b"conv2d_5/kernel:0"])
+    first, second = load(path).layers
+    assert (first.name, second.name) == ("conv2d", "block/conv2d_5")
+    np.testing.assert_array_equal(second.weight.load().numpy(), nested.transpose(3, 2, 0, 1))
+    assert second.grid == (5, 5)

@@ -170,8 +170,9 @@ def _collect(h5: Any, limit: int) -> _Weights:
                     array = _read(dataset, budget)
                     if array is not None:
                         out.by_name.setdefault(name, {})[parts[-1]] = array
-                        if owner != name:  # a nested model's inner layer
-                            out.by_name.setdefault(_strip_suffix(owner), {})[parts[-1]] = array
+                        if owner != name:  # a nested model's inner layer (or a name-scope suffix: conv_1_1)
+                            out.by_name.setdefault(owner, {})[parts[-1]] = array
+                            out.by_name.setdefault(_strip_suffix(owner), {}).setdefault(parts[-1], array)
         return out
 
     def visit(group: Any, path: tuple[str, ...], depth: int) -> None:
