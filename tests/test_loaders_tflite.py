@@ -138,6 +138,20 @@ def test_json_report_validates_and_activations_are_refused(tmp_path):
     assert "tflite2onnx" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
+def test_an_input_shape_the_output_shape_contradicts_is_not_a_grid(tmp_path):
+    from tf_files import output_shape
+
+    good = load(write_tflite(tmp_path / "good.tflite", [CASES["conv2d-stride2-valid"]]))
+    assert good.layers[0].grid == (6, 6)
+    data = bytearray((tmp_path / "good.tflite").read_bytes())
+    out = np.array(output_shape(CASES["conv2d-stride2-valid"]), "<i4").tobytes()
+    at = bytes(data).rindex(out)  # the output tensor's stored shape (the last tensor written)
+    data[at + 4:at + 8] = np.array([65535], "<i4").tobytes()  # its height: no longer what 6x6, stride 2 gives
+    (tmp_path / "bad.tflite").write_bytes(bytes(data))
+    (layer,) = load(tmp_path / "bad.tflite").layers
+    assert layer.grid is None and any("disagrees with itself" in note for note in layer.notes)
+
+
 def test_only_the_main_subgraph_is_analysed(tmp_path):
     loaded = load(write_tflite(tmp_path / "two.tflite", [CASES["conv2d"]], subgraphs=2))
     assert len(loaded.layers) == 1

@@ -46,6 +46,24 @@ def quantise(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     return q, scales.astype(np.float32)
 
 
+def output_shape(op: Op) -> tuple[int, ...]:
+    """The NHWC (NDHWC) output shape a converter would store for the operator."""
+    d = len(op.input) - 2
+    kernel = op.filter.shape[1:3] if d == 2 else op.filter.shape[:3]
+    out_channels = {CONV_2D: op.filter.shape[0], DEPTHWISE_CONV_2D: op.filter.shape[3],
+                    TRANSPOSE_CONV: op.filter.shape[0], CONV_3D: op.filter.shape[-1]}[op.code]
+    stride = op.stride if len(op.stride) == d else (1,) * d
+    dilation = op.dilation if len(op.dilation) == d else (1,) * d
+    spatial = []
+    for n, k, s, r in zip(op.input[1:-1], kernel, stride, dilation):
+        extent = r * (k - 1) + 1
+        if op.code == TRANSPOSE_CONV:
+            spatial.append(n * s if op.padding == 0 else (n - 1) * s + extent)
+        else:
+            spatial.append(-(-n // s) if op.padding == 0 else (n - extent) // s + 1)
+    return (1, *spatial, out_channels)
+
+
 def write_tflite(path: Path, ops: list[Op], *, description: str = "test", subgraphs: int = 1) -> Path:
     import flatbuffers
 
@@ -90,7 +108,7 @@ def write_tflite(path: Path, ops: list[Op], *, description: str = "test", subgra
                 pending_options.append(None)
         else:
             raise ValueError(op.stored)
-        out = tensor(op.name or f"model/conv_{i}/Conv2D;model/relu_{i}", (1, 1, 1, 1))
+        out = tensor(op.name or f"model/conv_{i}/Conv2D;model/relu_{i}", output_shape(op))
         if op.code in (TRANSPOSE_CONV,):
             shape_t = tensor(f"output_shape_{i}", (4,), "int32", np.zeros(4, "<i4").tobytes())
             inputs = [shape_t, f, x]

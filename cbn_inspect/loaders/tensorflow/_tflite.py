@@ -284,6 +284,13 @@ def _layer(path, buf, code, op, tensors, buffers, codes, producers, name, order)
     notes += extra
     x = tensors[inputs[input_at]] if 0 <= inputs[input_at] < len(tensors) else None
     grid, channels = _grid(x, d)
+    outputs = op.array(2, "<i4")
+    y = tensors[int(outputs[0])] if outputs.size and 0 <= int(outputs[0]) < len(tensors) else None
+    kernel = shape[1:3] if d == 2 else shape[:3]
+    mismatch = _disagrees(grid, y, d, kernel, stride, dilation, padding, code in (67, 141))
+    if mismatch:
+        notes.append(mismatch)
+        grid = None
     groups = 1
     if code == 4:
         groups = channels or (shape[3] // max(1, options.scalar(3, "int32", 1)) if options else 0)
@@ -326,6 +333,27 @@ def _options(code: int, t: Table | None, d: int) -> tuple[tuple[int, ...], tuple
     if min(stride + dilation) < 1 or max(stride + dilation) > 2**16:
         raise UnreadableInputError(f"operator options with stride {stride} and dilation {dilation}")
     return tuple(stride), tuple(dilation), padding, []
+
+
+def _disagrees(grid, y: _Tensor | None, d: int, kernel, stride, dilation, padding: str, transposed: bool) -> str | None:
+    """Why the input's stored shape cannot be the conv's grid, given its output tensor's stored shape (a
+    converter writes both; a damaged file may not agree with itself), or None when they agree or the output
+    shape is not static."""
+    if grid is None or y is None or len(y.shape) != d + 2 or min(y.shape[1:-1]) < 1:
+        return None
+    out = y.shape[1:-1]
+    for n, m, k, s, r in zip(grid, out, kernel, stride, dilation):
+        extent = r * (k - 1) + 1
+        if transposed:
+            fits = (n - 1) * s + 1 <= m <= n * s + extent
+        elif padding == "SAME":
+            fits = m == -(-n // s)
+        else:
+            fits = m == (n - extent) // s + 1
+        if not fits:
+            return (f"input shape {'x'.join(map(str, grid))} and output shape {'x'.join(map(str, out))} do not fit "
+                    f"stride {stride}, padding {padding}: the file disagrees with itself, default grid")
+    return None
 
 
 def _grid(x: _Tensor | None, d: int) -> tuple[tuple[int, ...] | None, int | None]:
