@@ -250,3 +250,24 @@ def test_legacy_h5_with_a_nested_model(tmp_path):
     assert (first.name, second.name) == ("conv2d", "block/conv2d_5")
     np.testing.assert_array_equal(second.weight.load().numpy(), nested.transpose(3, 2, 0, 1))
     assert second.grid == (5, 5)
+
+
+def test_hdf5_library_crash_or_endless_read_is_a_documented_error(tmp_path, monkeypatch):
+    """The HDF5 C library runs in a forked child: a crash there is exit 3, an endless read exit 7."""
+    import os
+    import signal
+    import time
+
+    from cbn_inspect.loaders.tensorflow import _hdf5
+
+    path = functional(tmp_path)
+    monkeypatch.setattr(_hdf5, "_contents", lambda *args: os.kill(os.getpid(), signal.SIGSEGV))
+    with pytest.raises(CbnError) as crashed:
+        load(path)
+    assert crashed.value.exit_code == 3 and "crashed" in crashed.value.one_line()
+    monkeypatch.setattr(_hdf5, "_contents", lambda *args: time.sleep(30))
+    monkeypatch.setattr(_hdf5, "READ_BASE_S", 0.5)
+    started = time.monotonic()
+    with pytest.raises(CbnError) as stuck:
+        load(path)
+    assert stuck.value.exit_code == 7 and time.monotonic() - started < 10

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import zipfile
-from dataclasses import dataclass, field
+import zlib
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ import numpy as np
 from ...errors import MissingExtraError, ResourceLimitError, UnreadableInputError
 from ...records import BatchNormParams, ConvLayer, InMemoryWeight, LoadedModel, SourceInfo
 from .._statedict import MAX_DECLARED
+from ._hdf5 import Weights, read_contents
 from ._keras_graph import KerasLayer, conv_output, flatten, propagate, rank_of
 
 MAX_CONFIG_BYTES = 64 * 2**20
@@ -63,19 +64,10 @@ def _limit(max_memory_mb: int | None) -> int:
     return (max_memory_mb or default_max_memory_mb()) * 2**20
 
 
-@dataclass
-class _Weights:
-    """Arrays by layer: ``by_name`` (legacy files: var name -> array) or ``by_path`` (Keras 3: numbered)."""
-
-    by_name: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-    by_path: dict[tuple[str, ...], list[np.ndarray]] = field(default_factory=dict)
-    order: list[str] = field(default_factory=list)  # legacy layer_names
-
-
 def read_keras_archive(path: Path, *, fold_batchnorm: bool, input_size: tuple[int, ...] | None = None,
                        max_memory_mb: int | None = None) -> LoadedModel:
     """A ``.keras`` zip: the config's layers with the weights of ``model.weights.h5``."""
-    h5py = _import_h5py()
+    _import_h5py()
     limit = _limit(max_memory_mb)
     try:
         with zipfile.ZipFile(path) as archive:
@@ -88,42 +80,25 @@ def read_keras_archive(path: Path, *, fold_batchnorm: bool, input_size: tuple[in
             config = json.loads(archive.read("config.json"))
             blob = archive.read("model.weights.h5")
             metadata = _zip_metadata(archive)
-    except (zipfile.BadZipFile, OSError, KeyError, ValueError, UnicodeDecodeError, RuntimeError, EOFError,
-            NotImplementedError) as exc:
+    except (zipfile.BadZipFile, zlib.error, OSError, KeyError, ValueError, UnicodeDecodeError, RuntimeError,
+            EOFError, NotImplementedError) as exc:
         raise UnreadableInputError(f"{path}: a damaged .keras archive ({type(exc).__name__}: "
                                    f"{' '.join(str(exc).split())[:120]})") from exc
-    try:
-        with h5py.File(io.BytesIO(blob), "r") as h5:
-            weights = _collect(h5, limit)
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError, AttributeError) as exc:
-        raise UnreadableInputError(f"{path}: model.weights.h5 is not a readable HDF5 file "
-                                   f"({' '.join(str(exc).split())[:120]})") from exc
+    _, _, weights = read_contents(io.BytesIO(blob), limit, f"{path}: model.weights.h5", len(blob))
     return _build(path, "keras", config, weights, metadata, fold_batchnorm, input_size)
 
 
 def read_h5(path: Path, *, fold_batchnorm: bool, input_size: tuple[int, ...] | None = None,
             max_memory_mb: int | None = None) -> LoadedModel:
     """A legacy Keras ``.h5``/``.hdf5`` (a whole model or ``save_weights`` output) or a Keras 3 ``.weights.h5``."""
-    h5py = _import_h5py()
+    _import_h5py()
     limit = _limit(max_memory_mb)
+    text, metadata, weights = read_contents(path, limit, str(path), path.stat().st_size)
     try:
-        with h5py.File(path, "r") as h5:
-            raw = h5.attrs.get("model_config")
-            config = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw)) if raw is not None else None
-            metadata = {k: _text(h5.attrs[k]) for k in ("keras_version", "backend") if k in h5.attrs}
-            if "layer_names" not in h5.attrs and "model_weights" not in h5 and "layers" not in h5 \
-                    and "_layer_checkpoint_dependencies" not in h5:
-                raise UnreadableInputError(f"{path}: an HDF5 file without Keras weights (no layer_names, "
-                                           "model_weights or layers)")
-            weights = _collect(h5, limit)
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError, AttributeError, UnicodeDecodeError) as exc:
-        raise UnreadableInputError(f"{path}: not a readable Keras HDF5 file "
-                                   f"({' '.join(str(exc).split())[:120]})") from exc
+        config = json.loads(text) if text is not None else None
+    except ValueError as exc:
+        raise UnreadableInputError(f"{path}: its model_config is not JSON ({' '.join(str(exc).split())[:80]})") from exc
     return _build(path, "keras-h5", config, weights, metadata, fold_batchnorm, input_size)
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
 
 
 def _zip_metadata(archive: zipfile.ZipFile) -> dict[str, str]:
@@ -131,74 +106,10 @@ def _zip_metadata(archive: zipfile.ZipFile) -> dict[str, str]:
         if archive.getinfo("metadata.json").file_size > 2**20:
             return {}
         meta = json.loads(archive.read("metadata.json"))
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError,
+            NotImplementedError):  # metadata is optional: a damaged member only loses it
         return {}
     return {k: str(meta[k])[:80] for k in ("keras_version", "date_saved") if isinstance(meta, dict) and k in meta}
-
-
-def _read(dataset: Any, budget: list[int]) -> np.ndarray | None:
-    """A dataset's array, counted against the memory budget (None for non-numeric data)."""
-    if dataset.dtype.kind not in "fiu" or dataset.ndim > 6:
-        return None
-    need = int(np.prod(dataset.shape, dtype=np.int64)) * dataset.dtype.itemsize
-    budget[0] -= need
-    if budget[0] < 0:
-        raise ResourceLimitError("the Keras weights need more than --max-memory")
-    return np.asarray(dataset[()])
-
-
-def _collect(h5: Any, limit: int) -> _Weights:
-    """Every layer's arrays, from either layout, without reading anything but numeric datasets."""
-    import h5py
-
-    out, budget = _Weights(), [limit]
-    root = h5["model_weights"] if "model_weights" in h5 and isinstance(h5["model_weights"], h5py.Group) else h5
-    names = root.attrs.get("layer_names")
-    if names is not None:  # legacy: a group per layer, its weight_names in order
-        for raw in list(names)[:100_000]:
-            name = _text(raw)
-            out.order.append(name)
-            group = root.get(name)
-            if not isinstance(group, h5py.Group):
-                continue
-            for wraw in list(group.attrs.get("weight_names", []))[:10_000]:
-                wname = _text(wraw)
-                dataset = group.get(wname)
-                if isinstance(dataset, h5py.Dataset):
-                    parts = wname.split(":")[0].split("/")
-                    owner = parts[-2] if len(parts) > 1 else name
-                    array = _read(dataset, budget)
-                    if array is not None:
-                        out.by_name.setdefault(name, {})[parts[-1]] = array
-                        if owner != name:  # a nested model's inner layer (or a name-scope suffix: conv_1_1)
-                            out.by_name.setdefault(owner, {})[parts[-1]] = array
-                            out.by_name.setdefault(_strip_suffix(owner), {}).setdefault(parts[-1], array)
-        return out
-
-    def visit(group: Any, path: tuple[str, ...], depth: int) -> None:
-        if depth > 32:
-            return
-        for key in list(group.keys())[:100_000]:
-            item = group.get(key)
-            if not isinstance(item, h5py.Group):
-                continue
-            if key == "vars":
-                arrays = []
-                for i in sorted((k for k in item.keys() if k.isdigit()), key=int):
-                    ds = item.get(i)
-                    arrays.append(_read(ds, budget) if isinstance(ds, h5py.Dataset) else None)
-                out.by_path[path] = arrays
-            elif key in ("layers", "_layer_checkpoint_dependencies"):
-                visit(item, path, depth + 1)
-            else:
-                visit(item, path + (key,), depth + 1)
-
-    visit(h5, (), 0)
-    return out
-
-
-def _strip_suffix(name: str) -> str:
-    return re.sub(r"_\d+$", "", name)
 
 
 def _base(cls: str) -> str | None:
@@ -211,7 +122,7 @@ def _base(cls: str) -> str | None:
             "SeparableConv": "SeparableConv", "SeparableConvolution": "SeparableConv"}.get(base)
 
 
-def _vars_of(layer: KerasLayer, weights: _Weights, base: str) -> dict[str, np.ndarray]:
+def _vars_of(layer: KerasLayer, weights: Weights, base: str) -> dict[str, np.ndarray]:
     if layer.name in weights.by_name:
         return weights.by_name[layer.name]
     arrays = weights.by_path.get(layer.store)  # Keras 3: by class name; tf.keras 2.11/2.12: by layer name
@@ -301,7 +212,7 @@ def _records(layer: KerasLayer, base: str, kernels: dict[str, np.ndarray], order
     return out, None
 
 
-def _batchnorm(layer: KerasLayer, weights: _Weights, conv: ConvLayer) -> BatchNormParams | None:
+def _batchnorm(layer: KerasLayer, weights: Weights, conv: ConvLayer) -> BatchNormParams | None:
     import torch
 
     arrays = _vars_of(layer, weights, "BatchNormalization")
@@ -318,7 +229,7 @@ def _batchnorm(layer: KerasLayer, weights: _Weights, conv: ConvLayer) -> BatchNo
                            eps=float(eps) if isinstance(eps, (int, float)) else 1e-3)
 
 
-def _without_config(weights: _Weights) -> list[KerasLayer]:
+def _without_config(weights: Weights) -> list[KerasLayer]:
     """Layers of a weights-only file: legacy groups in order, each with the vars it stores."""
     layers = []
     for name in weights.order:
@@ -334,7 +245,7 @@ def _without_config(weights: _Weights) -> list[KerasLayer]:
     return layers
 
 
-def _build(path: Path, fmt: str, config: Any, weights: _Weights, metadata: dict[str, str], fold_batchnorm: bool,
+def _build(path: Path, fmt: str, config: Any, weights: Weights, metadata: dict[str, str], fold_batchnorm: bool,
            input_size: tuple[int, ...] | None) -> LoadedModel:
     notes: list[str] = []
     assumed = not isinstance(config, dict)
@@ -360,8 +271,6 @@ def _build(path: Path, fmt: str, config: Any, weights: _Weights, metadata: dict[
             index = last.pop(layer.inbound[0])
             bn = _batchnorm(layer, weights, records[index])
             if bn is not None and records[index].batchnorm is None:
-                import dataclasses
-
                 records[index] = dataclasses.replace(records[index], batchnorm=bn)
             continue
         if base is None:
@@ -393,8 +302,6 @@ def _build(path: Path, fmt: str, config: Any, weights: _Weights, metadata: dict[
 
 
 def _note_grid(layer: ConvLayer) -> ConvLayer:
-    import dataclasses
-
     return dataclasses.replace(layer, notes=layer.notes + ("input shape not stated or implied by the config",))
 
 
