@@ -265,18 +265,12 @@ def _layer(path, buf, code, op, tensors, buffers, codes, producers, name, order)
     need = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
     if need != data[1]:
         raise UnreadableInputError(f"filter {name}: {data[1]} bytes stored for shape {shape} of {type_name} ({need} bytes)")
-    flags, notes = (), [f"TFLite {kind}, filter layout {layout}"]
-    scale, zero, axis = (), (), 0
-    if dtype in ("u1", "<i2", "i1"):
-        scale, zero, axis, why = _quant(tensor)
-        if why:
-            return None, why
-        per = "per channel" if len(scale) > 1 else "per tensor"
-        notes.append(f"{type_name} weights dequantised ({per} scales{', ' + how if how else ''})")
-        flags = ("quantised",)
-    elif dtype == "<f2":
-        notes.append(f"float16 weights{' ' + how if how else ''}, read as float32")
-        flags = ("quantised",) if how else ()
+    notes = [f"TFLite {kind}, filter layout {layout}"]
+    scale, zero, axis, flags, note = _stored_as(tensor, dtype, type_name, how)
+    if note is None:
+        return None, flags[0]
+    if note:
+        notes.append(note)
     torch_shape = tuple(shape[p] for p in perm)
     options = op.table(4)
     stride, dilation, padding, extra = _options(code, options, d)
@@ -291,17 +285,11 @@ def _layer(path, buf, code, op, tensors, buffers, codes, producers, name, order)
     if mismatch:
         notes.append(mismatch)
         grid = None
-    groups = 1
+    groups, why = _groups(code, shape, channels, options)
+    if why:
+        return None, why
     if code == 4:
-        groups = channels or (shape[3] // max(1, options.scalar(3, "int32", 1)) if options else 0)
-        if not groups or shape[3] % groups:
-            return None, f"depthwise filter of {shape[3]} channels does not fit an input of {groups} channels"
         torch_shape = (shape[3], 1, *shape[1:3])
-    elif code in (3, 132) and channels:  # grouped: the filter holds input channels / groups (axis 3 in both)
-        filter_in, filter_out = shape[3], shape[0 if code == 3 else 4]
-        if channels % filter_in or filter_out % (channels // filter_in):
-            return None, f"filter of {filter_in} input channels does not divide the input's {channels}"
-        groups = channels // filter_in
     if grid is None:
         shape_text = "x".join(map(str, x.shape)) if x is not None else "none"
         notes.append(f"input tensor (shape {shape_text}) without a static spatial shape of 1 to 2^20 per axis: "
@@ -314,6 +302,36 @@ def _layer(path, buf, code, op, tensors, buffers, codes, producers, name, order)
                                          scale=scale, zero_point=zero, axis=axis),
     )
     return layer, ""
+
+
+def _stored_as(tensor: _Tensor, dtype: str, type_name: str, how: str):
+    """(scales, zero points, axis, flags, note) of how the filter is stored; note None (and the reason as the
+    only flag) when an integer filter cannot be dequantised."""
+    if dtype in ("u1", "<i2", "i1"):
+        scale, zero, axis, why = _quant(tensor)
+        if why:
+            return (), (), 0, (why,), None
+        per = "per channel" if len(scale) > 1 else "per tensor"
+        return scale, zero, axis, ("quantised",), f"{type_name} weights dequantised ({per} scales{', ' + how if how else ''})"
+    if dtype == "<f2":
+        return (), (), 0, ("quantised",) if how else (), f"float16 weights{' ' + how if how else ''}, read as float32"
+    return (), (), 0, (), ""
+
+
+def _groups(code: int, shape: tuple[int, ...], channels: int | None, options: Table | None) -> tuple[int, str]:
+    """(groups, why not): a depthwise conv has one group per input channel; a CONV_2D/CONV_3D whose filter holds
+    fewer input channels than its input is grouped (the filter's input axis is 3 in both layouts)."""
+    if code == 4:
+        groups = channels or (shape[3] // max(1, options.scalar(3, "int32", 1)) if options else 0)
+        if not groups or shape[3] % groups:
+            return 1, f"depthwise filter of {shape[3]} channels does not fit an input of {groups} channels"
+        return groups, ""
+    if code in (3, 132) and channels:
+        filter_in, filter_out = shape[3], shape[0 if code == 3 else 4]
+        if channels % filter_in or filter_out % (channels // filter_in):
+            return 1, f"filter of {filter_in} input channels does not divide the input's {channels}"
+        return channels // filter_in, ""
+    return 1, ""
 
 
 def _options(code: int, t: Table | None, d: int) -> tuple[tuple[int, ...], tuple[int, ...], str, list[str]]:
