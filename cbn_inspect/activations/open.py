@@ -77,7 +77,7 @@ def open_runner(source: str | Path, loaded: LoadedModel | None = None, *, side: 
 def _read_weights(path: Path, fmt: str, trust_code: bool, key: str | None):
     """The file's tensors by name (loaded), its metadata, and the module when it is a whole trusted one."""
     from ..loaders._safetensors import read_safetensors, read_sharded
-    from ..loaders._torchfile import entries_of, read_torch_object
+    from ..loaders.pytorch._torchfile import entries_of, read_torch_object
 
     if fmt in ("safetensors", "safetensors-index"):
         entries, info = (read_safetensors if fmt == "safetensors" else read_sharded)(path)

@@ -20,7 +20,7 @@ from ..records import LoadedModel
 from . import tensorflow
 from ._formats import FORMATS, Options, format_of
 from ._statedict import META_LAYERS, TensorEntry, build_model, natural_key, parse_grid
-from ._trace import parse_input_size
+from .pytorch._trace import parse_input_size
 
 __all__ = ["FORMATS", "TensorEntry", "build_model", "detect_format", "load", "natural_key", "parse_grid",
            "parse_input_size"]

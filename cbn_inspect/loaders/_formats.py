@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UnreadableInputError
-from . import tensorflow
+from . import pytorch, tensorflow
 
 
 @dataclass(frozen=True)
@@ -95,30 +95,12 @@ def _read_sharded(path: Path, o: Options):
     return read_sharded(path)
 
 
-def _read_torch(path: Path, o: Options):
-    """A PyTorch zip or legacy pickle: a state dict's entries, or a whole module's layers (trusted only)."""
-    from ..records import SourceInfo
-    from ._policy import default_max_memory_mb
-    from ._script_archive import prescan_torch_file
-    from ._torchfile import entries_of, read_torch_object
+def _pytorch(fmt: str) -> Callable[[Path, Options], Any]:
+    def read(path: Path, o: Options):
+        return pytorch.read(path, fmt, trust_code=o.trust_code, key=o.key, fold_batchnorm=o.fold_batchnorm,
+                            arch=o.arch, size=o.size, max_memory_mb=o.max_memory_mb)
 
-    prescan_torch_file(path, (o.max_memory_mb or default_max_memory_mb()) * 2**20)
-    chosen, notes, metadata = read_torch_object(path, trust=o.trust_code, key=o.key)
-    info = SourceInfo(path=str(path), format="pytorch", metadata=metadata, notes=tuple(notes))
-    import torch
-
-    if isinstance(chosen, torch.nn.Module) and not o.arch:
-        from ._trace import load_module
-
-        return load_module(chosen, info, size=o.size, fold_batchnorm=o.fold_batchnorm, max_memory_mb=o.max_memory_mb)
-    return entries_of(chosen), info
-
-
-def _read_torchscript(path: Path, o: Options):
-    from ._torchscript import read_torchscript
-
-    return read_torchscript(path, size=o.size, fold_batchnorm=o.fold_batchnorm, trust_code=o.trust_code,
-                            max_memory_mb=o.max_memory_mb)
+    return read
 
 
 def _read_onnx(path: Path, o: Options):
@@ -138,7 +120,7 @@ def _tensorflow(fmt: str) -> Callable[[Path, Options], Any]:
 # --- sniffs: each takes a Probe ----------------------------------------------------------------------------
 
 def _is_torchscript(p: Probe) -> bool:
-    from ._torchscript import looks_like_torchscript
+    from .pytorch._torchscript import looks_like_torchscript
 
     return p.is_zip and looks_like_torchscript(p.zip_names)
 
@@ -160,8 +142,8 @@ def _foreign(kind: str) -> Callable[[Probe], bool]:
 FORMATS: tuple[Format, ...] = (
     Format("keras", lambda p: p.is_zip and tensorflow.is_keras_archive(p.zip_names), _tensorflow("keras"), "own",
            "Keras .keras"),
-    Format("torchscript", _is_torchscript, _read_torchscript, "own", "TorchScript"),
-    Format("pytorch-zip", lambda p: p.is_zip, _read_torch, "state-dict", "PyTorch .pt/.pth/.bin/.ckpt"),
+    Format("torchscript", _is_torchscript, _pytorch("torchscript"), "own", "TorchScript"),
+    Format("pytorch-zip", lambda p: p.is_zip, _pytorch("pytorch-zip"), "state-dict", "PyTorch .pt/.pth/.bin/.ckpt"),
     Format("safetensors", Probe.safetensors_header, _read_safetensors, "state-dict", "safetensors"),
     Format("safetensors-index", lambda p: p.head.lstrip()[:1] == b"{" and p.path.name.endswith(".index.json"),
            _read_sharded, "state-dict", "sharded safetensors"),
@@ -171,7 +153,7 @@ FORMATS: tuple[Format, ...] = (
     Format("savedmodel", _foreign("savedmodel"), _tensorflow("savedmodel"), "own", "TensorFlow SavedModel"),
     Format("coreml", _foreign("coreml"), _tensorflow("coreml"), "own", "Core ML"),
     Format("onnx", _is_onnx, _read_onnx, "own", "ONNX"),
-    Format("pytorch-pickle", _is_pickle, _read_torch, "state-dict", "PyTorch legacy pickle"),
+    Format("pytorch-pickle", _is_pickle, _pytorch("pytorch-pickle"), "state-dict", "PyTorch legacy pickle"),
 )
 BY_NAME = {f.name: f for f in FORMATS}
 READ_LABELS = ("safetensors", "a PyTorch .pt/.pth/.bin/.ckpt file", "TorchScript", "ONNX", "TFLite", "Keras .keras/.h5")
