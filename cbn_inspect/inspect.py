@@ -175,7 +175,7 @@ def inspect_source(
     if _is_module(source):
         if arch:
             raise UsageError("arch applies to a checkpoint file; an nn.Module holds its own architecture")
-        from .loaders._trace import load_module
+        from .loaders.pytorch._trace import load_module
         from .records import SourceInfo
 
         info = SourceInfo(path=f"<{type(source).__name__}>", format="in-memory")

@@ -134,7 +134,7 @@ def warm() -> None:
     import cbn_inspect.inspect  # noqa: F401
     import cbn_inspect.loaders._identify  # noqa: F401
     import cbn_inspect.loaders._onnx  # noqa: F401
-    import cbn_inspect.loaders._torchscript  # noqa: F401
+    import cbn_inspect.loaders.pytorch._torchscript  # noqa: F401
     import cbn_inspect.report  # noqa: F401
     from cbn_inspect.analysis import configure_threads
 

@@ -2,7 +2,8 @@
 
     python fuzz/make_corpus.py [--out fuzz/corpus]
 
-Each seed is a tiny CNN (three 3x3 convs of 4 channels, a BatchNorm after the first) so that a mutant loads
+Each seed is a tiny CNN (three 3x3 convs of 4 channels, a BatchNorm after the first; the TFLite and Keras
+seeds mix conv, depthwise, separable, transposed, int8 and float16 layers, built by ``tests/tf_files.py``) so that a mutant loads
 and is analysed in milliseconds. The safetensors seed carries ``cbn_inspect.*`` metadata (geometry, order,
 grid), so header edits reach the metadata parser too. Seeds are deterministic (fixed torch seed); the
 committed corpus is what this script writes.
@@ -19,7 +20,10 @@ import zipfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-FORMATS = ("safetensors", "sharded", "torchzip", "pickle", "torchscript", "onnx")
+FORMATS = ("safetensors", "sharded", "torchzip", "pickle", "torchscript", "onnx", "tflite", "keras", "h5")
+# formats whose cases run in a forked child: native code that an alarm cannot interrupt or a crash could kill
+# the process with (torch.jit.load on main; the HDF5 C library under h5py)
+ISOLATED = frozenset({"torchscript", "keras", "h5"})
 SEED_FILES = {  # format -> the files of one seed (the first is the one passed to load)
     "safetensors": ("model.safetensors",),
     "sharded": ("model.safetensors.index.json", "model-00001-of-00002.safetensors",
@@ -28,6 +32,9 @@ SEED_FILES = {  # format -> the files of one seed (the first is the one passed t
     "pickle": ("model.bin",),
     "torchscript": ("model.torchscript.pt",),
     "onnx": ("model.onnx",),
+    "tflite": ("model.tflite",),
+    "keras": ("model.keras",),
+    "h5": ("model.h5",),
 }
 
 
@@ -113,6 +120,56 @@ def _onnx_bytes() -> bytes:
     return model.SerializeToString()
 
 
+def _tf_builders():
+    """The TFLite / Keras writers of the test suite (``tests/tf_files.py``: no TensorFlow needed)."""
+    tests = str(HERE.parent / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    import tf_files
+
+    return tf_files
+
+
+def _tf_seeds(tmp: Path) -> dict[str, bytes]:
+    """A TFLite model (conv, int8 conv, depthwise, float16 transposed conv), a Keras 3 ``.keras`` and a Keras 2
+    whole-model ``.h5`` (conv + BatchNorm, depthwise, separable, transposed), each a few KB."""
+    import numpy as np
+
+    tf = _tf_builders()
+    rng = np.random.default_rng(0)
+    w = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+    ops = [tf.Op(tf.CONV_2D, (1, 4, 4, 3), w(4, 3, 3, 3)),
+           tf.Op(tf.CONV_2D, (1, 4, 4, 4), w(4, 3, 3, 4), stored="int8", stride=(2, 2), padding=1),
+           tf.Op(tf.DEPTHWISE_CONV_2D, (1, 2, 2, 4), w(1, 3, 3, 8), multiplier=2),
+           tf.Op(tf.TRANSPOSE_CONV, (1, 2, 2, 8), w(2, 3, 3, 8), stored="float16", stride=(2, 2))]
+    seeds = {"tflite": tf.write_tflite(tmp / "model.tflite", ops).read_bytes()}
+    layers = [
+        tf.keras_layer("InputLayer", "input_1", None, batch_input_shape=[None, 4, 4, 3]),
+        tf.keras_layer("Conv2D", "conv", ["input_1"], filters=4, kernel_size=[3, 3], strides=[1, 1], padding="same"),
+        tf.keras_layer("BatchNormalization", "bn", ["conv"], axis=-1, epsilon=0.001),
+        tf.keras_layer("DepthwiseConv2D", "dw", ["bn"], kernel_size=[3, 3], padding="same", depth_multiplier=2),
+        tf.keras_layer("SeparableConv2D", "sep", ["dw"], filters=4, kernel_size=[3, 3], strides=[2, 2], padding="same"),
+        tf.keras_layer("Conv2DTranspose", "tr", ["sep"], filters=2, kernel_size=[3, 3], strides=[2, 2], padding="same"),
+    ]
+    bn = {"gamma": np.ones(4, np.float32), "beta": np.zeros(4, np.float32), "moving_mean": np.zeros(4, np.float32),
+          "moving_variance": np.full(4, 0.5, np.float32)}
+    weights = {"conv": {"kernel": w(3, 3, 3, 4)}, "bn": bn, "dw": {"depthwise_kernel": w(3, 3, 4, 2)},
+               "sep": {"depthwise_kernel": w(3, 3, 8, 1), "pointwise_kernel": w(1, 1, 8, 4)},
+               "tr": {"kernel": w(3, 3, 2, 4)}}
+    seeds["h5"] = tf.write_keras_h5(tmp / "model.h5", layers, weights).read_bytes()
+    config = {"class_name": "Sequential", "config": {"name": "seq", "layers": [
+        {"class_name": "InputLayer", "config": {"name": "x", "batch_shape": [None, 4, 4, 3]}},
+        {"class_name": "Conv2D", "config": {"name": "c1", "filters": 4, "kernel_size": [3, 3], "strides": [1, 1],
+                                            "padding": "same"}, "build_config": {"input_shape": [None, 4, 4, 3]}},
+        {"class_name": "Lambda", "config": {"name": "code", "function": "never run"}},
+        {"class_name": "Conv2D", "config": {"name": "c2", "filters": 4, "kernel_size": [3, 3], "strides": [2, 2],
+                                            "padding": "same"}, "build_config": {"input_shape": [None, 4, 4, 4]}},
+    ]}}
+    seeds["keras"] = tf.write_keras_archive(tmp / "model.keras", config, {("conv2d",): [w(3, 3, 3, 4)],
+                                                                          ("conv2d_1",): [w(3, 3, 4, 4)]}).read_bytes()
+    return seeds
+
+
 def _zip_bytes(obj, legacy: bool = False) -> bytes:
     import torch
 
@@ -152,6 +209,11 @@ def make(out: Path) -> dict[str, list[Path]]:
     torch.jit.save(torch.jit.script(_module()), buffer)
     put("torchscript", "model.torchscript.pt", buffer.getvalue())
     put("onnx", "model.onnx", _onnx_bytes())
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt, data in _tf_seeds(Path(tmp)).items():
+            put(fmt, SEED_FILES[fmt][0], data)
     for fmt, files in written.items():
         assert tuple(p.name for p in files) == SEED_FILES[fmt], fmt
     zipfile.ZipFile(out / "torchzip" / "model.pt").testzip()

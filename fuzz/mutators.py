@@ -344,6 +344,47 @@ def onnx_edit(data: bytes, rng: random.Random) -> tuple[bytes, str]:
         return byte_mutation(data, rng)
 
 
+def flatbuffer_edit(data: bytes, rng: random.Random) -> tuple[bytes, str]:
+    """Overwrite an aligned 32-bit word of a flatbuffer (offsets, vector lengths, shapes, option scalars, vtable
+    entries) with a boundary value."""
+    if len(data) < 16:
+        return byte_mutation(data, rng)
+    at = rng.randrange(0, len(data) - 4) & ~3
+    value = rng.choice([0, 1, 2, 3, 4, 0x7FFFFFFF, 0xFFFFFFFF, 0x80000000, len(data), len(data) - at, 65536, 255])
+    width = rng.choice([2, 4])
+    out = bytearray(data)
+    out[at:at + width] = (value & (2 ** (8 * width) - 1)).to_bytes(width, "little")
+    return bytes(out), f"word at {at} ({width} B) = {value}"
+
+
+def keras_archive_edit(data: bytes, rng: random.Random) -> tuple[bytes, str]:
+    """A ``.keras`` zip with its config.json replaced by a hostile one, or its members edited as any zip."""
+    if rng.random() < 0.5:
+        return zip_edit(data, rng)
+    members = [(info.filename, body) for info, body in _read_zip(data)]
+    try:
+        config = json.loads(dict(members)["config.json"])
+        layers = config["config"]["layers"]
+    except Exception:
+        return byte_mutation(data, rng)
+    target = rng.choice(layers) if layers else {}
+    conf = target.setdefault("config", {}) if isinstance(target, dict) else {}
+    edit = rng.choice(["strides", "kernel_size", "build_config", "class_name", "groups", "nested", "data_format"])
+    value = rng.choice([0, -1, 2**40, None, "x", [1], [0, 0], [2**31, 1], {"a": 1}, [None, None, None, None],
+                        [None, 0, 0, 3], [None, 1e9, 4, 3]])
+    if edit == "build_config" and isinstance(target, dict):
+        target["build_config"] = {"input_shape": value}
+    elif edit == "class_name" and isinstance(target, dict):
+        target["class_name"] = rng.choice(["Conv3D", "DepthwiseConv2D", "SeparableConv1D", "Conv2DTranspose", "Lambda",
+                                           "Functional", "Sequential", ""])
+    elif edit == "nested":
+        config = {"class_name": "Sequential", "config": {"layers": [config] * rng.randint(1, 3)}}
+    else:
+        conf[edit] = value
+    body = json.dumps(config).encode()
+    return _write_zip([(n, body if n == "config.json" else b) for n, b in members]), f"config.json {edit} = {value!r}"
+
+
 # ---- front door -------------------------------------------------------------------------------------
 
 STRUCTURED = {
@@ -352,6 +393,9 @@ STRUCTURED = {
     "torchscript": zip_edit,
     "pickle": _pickle_edit,
     "onnx": onnx_edit,
+    "tflite": flatbuffer_edit,
+    "keras": keras_archive_edit,
+    "h5": byte_mutation,
 }
 
 

@@ -27,7 +27,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fuzz.harness import CORPUS, REGRESSIONS, check, seed_files, warm  # noqa: E402
-from fuzz.make_corpus import FORMATS  # noqa: E402
+from fuzz.make_corpus import FORMATS, ISOLATED  # noqa: E402
 from fuzz.mutators import mutate  # noqa: E402
 
 
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     totals = {}
     with tempfile.TemporaryDirectory(prefix="cbn-fuzz-") as tmp:
         for fmt in formats:
-            totals[fmt] = fuzz_format(fmt, args.count, args.seed, args.limit, args.isolate or fmt == "torchscript",
+            totals[fmt] = fuzz_format(fmt, args.count, args.seed, args.limit, args.isolate or fmt in ISOLATED,
                                       Path(tmp), None if args.no_save else REGRESSIONS, args.only)
             print(_line(fmt, totals[fmt]), flush=True)
     print("summary:")

@@ -24,11 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fuzz import harness  # noqa: E402
-from fuzz.make_corpus import FORMATS, SEED_FILES  # noqa: E402
+from fuzz.make_corpus import FORMATS, ISOLATED, SEED_FILES  # noqa: E402
 from fuzz.mutators import mutate  # noqa: E402
 
 DOCUMENTED = {2, 3, 4, 5, 6, 7}
-MUTANTS = {"torchscript": 60}  # forked children cost ~0.1 s each; the rest run in-process
+MUTANTS = {"torchscript": 60, "keras": 60, "h5": 60}  # forked children cost ~0.1 s each; the rest run in-process
 DEFAULT_MUTANTS = 200
 LIMIT_S = 10.0
 
@@ -84,7 +84,7 @@ def test_mutants_give_documented_errors_only(fmt, tmp_path):
     @given(st.integers(min_value=0, max_value=2**32 - 1))
     def property_(seed: int) -> None:
         files, description = mutate(fmt, seed_case, random.Random(seed))
-        outcome = harness.check(files, tmp_path / "case", limit=LIMIT_S, isolate=fmt == "torchscript")
+        outcome = harness.check(files, tmp_path / "case", limit=LIMIT_S, isolate=fmt in ISOLATED)
         _assert_documented(outcome, f"{fmt} mutant {seed} ({description})")
 
     with warnings.catch_warnings():
@@ -103,7 +103,7 @@ def test_regression_corpus(case, tmp_path):
     files = {name: (case / name).read_bytes() for name in names}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        outcome = harness.check(files, tmp_path / "case", limit=LIMIT_S * 3, isolate=info["format"] == "torchscript")
+        outcome = harness.check(files, tmp_path / "case", limit=LIMIT_S * 3, isolate=info["format"] in ISOLATED)
     _assert_documented(outcome, f"{case.name}: {info['description']}")
 
 

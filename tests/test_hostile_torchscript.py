@@ -186,7 +186,7 @@ def test_policy_is_the_one_place():
     assert not _policy.allowed("torchscript", "run-program", False)
     assert _policy.allowed("torchscript", "run-program", True)
     assert not _policy.allowed("pytorch", "unpickle-objects", False)
-    assert {p.name for p in _policy.FORMATS} == {"safetensors", "pytorch", "torchscript", "onnx", "timm"}
+    assert {p.name for p in _policy.FORMATS} == {"safetensors", "pytorch", "torchscript", "onnx", "tflite", "keras", "timm"}
     assert all(p.needs_trust for p in _policy.FORMATS if p.name in {f for f, _ in _policy.RUNS_FILE_CODE})
     assert 256 <= _policy.default_max_memory_mb()
     security = (Path(__file__).resolve().parents[1] / "SECURITY.md").read_text()

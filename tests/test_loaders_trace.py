@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from cbn_inspect.loaders._trace import bind_specs, module_tensors, trace_convs
+from cbn_inspect.loaders.pytorch._trace import bind_specs, module_tensors, trace_convs
 
 
 class Net(nn.Module):

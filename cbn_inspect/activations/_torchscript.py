@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..errors import UnsafeContentError
-from ..loaders._torchscript import CONV_OPS, PAD_OPS, _jit_load
+from ..loaders.pytorch._torchscript import CONV_OPS, PAD_OPS, _jit_load
 from .inputs import ModelInput
 from .runners import Sink
 

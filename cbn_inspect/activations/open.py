@@ -53,6 +53,10 @@ def open_runner(source: str | Path, loaded: LoadedModel | None = None, *, side: 
         from ._onnx import OnnxRunner
 
         return OnnxRunner(path, side=side, device=device, trust_code=trust_code)
+    if fmt in ("tflite", "keras", "keras-h5"):
+        raise NotExecutableError(f"{path}: --activations does not run {fmt} models (no TensorFlow runtime here)",
+                                 hint="convert the model to ONNX (tf2onnx, or tflite2onnx for .tflite) and "
+                                      "profile that file")
     tensors, metadata, module = _read_weights(path, fmt, trust_code, key)
     arch = loaded.source.architecture if loaded is not None else None
     if module is not None:
@@ -73,7 +77,7 @@ def open_runner(source: str | Path, loaded: LoadedModel | None = None, *, side: 
 def _read_weights(path: Path, fmt: str, trust_code: bool, key: str | None):
     """The file's tensors by name (loaded), its metadata, and the module when it is a whole trusted one."""
     from ..loaders._safetensors import read_safetensors, read_sharded
-    from ..loaders._torchfile import entries_of, read_torch_object
+    from ..loaders.pytorch._torchfile import entries_of, read_torch_object
 
     if fmt in ("safetensors", "safetensors-index"):
         entries, info = (read_safetensors if fmt == "safetensors" else read_sharded)(path)

@@ -37,7 +37,7 @@ class Runner(Protocol):
 
 
 def _is_conv(module: Any) -> bool:
-    from ..loaders._trace import _is_conv as is_conv
+    from ..loaders.pytorch._trace import _is_conv as is_conv
 
     return is_conv(module) or isinstance(module, CircularConv)
 

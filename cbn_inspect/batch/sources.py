@@ -7,7 +7,8 @@ An argument is one of:
 - ``@FILE`` or a file ending in ``.txt``/``.lst``/``.list``/``.manifest`` -- a manifest: one source per line,
   blank lines and ``#`` comments ignored, relative paths taken from the manifest's folder.
 - a folder -- searched recursively for checkpoint names (:data:`CHECKPOINT_SUFFIXES`) and, whatever the
-  name, for files a reader takes, recognised by content as ``report`` does (so a TorchScript ``.jit`` or an
+  name, for files a reader takes (an HDF5 file only with Keras weights in it), a TensorFlow SavedModel or
+  Core ML package folder found on the way being one item (not one per inner file), recognised by content as ``report`` does (so a TorchScript ``.jit`` or an
   ONNX file of any name is found; a README is not); hidden entries are ignored,
   the rest are listed as skipped with the reason, and the shards a ``*.safetensors.index.json`` lists become
   one item, the index.
@@ -32,7 +33,8 @@ from ..errors import UsageError
 from .records import AuditItem
 
 CHECKPOINT_SUFFIXES = (
-    ".safetensors", ".safetensors.index.json", ".pt", ".pth", ".pth.tar", ".bin", ".ckpt", ".onnx",
+    ".safetensors", ".safetensors.index.json", ".pt", ".pth", ".pth.tar", ".bin", ".ckpt", ".onnx", ".tflite",
+    ".keras", ".mlmodel",
 )
 MANIFEST_SUFFIXES = (".txt", ".lst", ".list", ".manifest")
 WILDCARDS = set("*?[")
@@ -94,16 +96,43 @@ def sniff(path: Path) -> str | None:
                     return "a zip archive without a PyTorch data.pkl"
         except (zipfile.BadZipFile, OSError) as exc:
             return f"a damaged zip archive ({exc})"
+    if fmt == "keras-h5":
+        return _keras_h5_why_not(path)
     return None
+
+
+def _keras_h5_why_not(path: Path) -> str | None:
+    """Why an HDF5 file is not Keras weights (a data set, say), or None; None too without h5py (an item then,
+    whose row says the extra is missing)."""
+    try:
+        import h5py
+    except ImportError:
+        return None
+    try:
+        with h5py.File(path, "r") as h5:
+            if "layer_names" in h5.attrs or "model_weights" in h5 or "layers" in h5 \
+                    or "_layer_checkpoint_dependencies" in h5:
+                return None
+    except Exception:  # a damaged HDF5 file is an item: its row says why
+        return None
+    return "an HDF5 file without Keras weights"
 
 
 def walk_folder(folder: Path, skipped: list[tuple[str, str]] | None = None) -> list[Path]:
     """Files under ``folder`` with a checkpoint's name (:data:`CHECKPOINT_SUFFIXES`; a corrupt one becomes an
     error row) or, whatever their name, content a reader takes (a TorchScript ``.jit``, an ONNX file), sorted; shards listed by an index are replaced by the index. Files no reader takes are
     appended to ``skipped`` as (path, reason)."""
+    from ..loaders.tensorflow import foreign_folder_kind
+
+    if foreign_folder_kind(folder):  # a SavedModel or Core ML package is one item (its row names the conversion)
+        return [folder.absolute()]
     found: list[Path] = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in list(dirs):
+            if foreign_folder_kind(Path(root) / name):
+                found.append(Path(root) / name)
+                dirs.remove(name)
         for name in sorted(files):
             if name.startswith("."):
                 continue

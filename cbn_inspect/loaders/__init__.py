@@ -1,9 +1,11 @@
 """Loaders: turn a source into a :class:`LoadedModel` through one front door, :func:`load`.
 
 Sources: a checkpoint file (safetensors, sharded safetensors, PyTorch zip or legacy pickle, TorchScript,
-ONNX), a folder (a ``config.json`` naming a timm architecture next to ``model.safetensors`` or
+ONNX, TFLite, Keras ``.keras``/``.h5``), a folder (a ``config.json`` naming a timm architecture next to ``model.safetensors`` or
 ``pytorch_model.bin``), or ``timm:NAME``. The format is recognised from the file's first bytes, not its
-name. Where an architecture is available (timm, a whole trusted module, a TorchScript program) grids,
+name, by the one table of formats in :mod:`._formats` (sniff -> reader -> architecture binding). A
+TensorFlow SavedModel or Core ML source is recognised and refused with the conversion route
+(:mod:`.tensorflow`). Where an architecture is available (timm, a whole trusted module, a TorchScript program) grids,
 geometry and order come from a trace; a bare state dict is matched against timm's registry
 (:mod:`._identify`); otherwise layers get the documented default grid, and the report says so.
 """
@@ -11,18 +13,16 @@ geometry and order come from a trace; a bare state dict is matched against timm'
 from __future__ import annotations
 
 import dataclasses
-import struct
-import zipfile
 from pathlib import Path
 
 from ..errors import UnreadableInputError, UsageError
 from ..records import LoadedModel
-from ._safetensors import read_safetensors, read_sharded
+from . import tensorflow
+from ._formats import FORMATS, Options, format_of
 from ._statedict import META_LAYERS, TensorEntry, build_model, natural_key, parse_grid
-from ._torchfile import entries_of, read_torch_object
-from ._trace import parse_input_size
+from .pytorch._trace import parse_input_size
 
-__all__ = ["TensorEntry", "build_model", "detect_format", "load", "natural_key", "parse_grid",
+__all__ = ["FORMATS", "TensorEntry", "build_model", "detect_format", "load", "natural_key", "parse_grid",
            "parse_input_size"]
 
 # Files looked for, in this order, when the source is a folder.
@@ -33,42 +33,9 @@ TIMM_PREFIX = "timm:"
 
 
 def detect_format(path: Path) -> str:
-    """``safetensors``, ``safetensors-index``, ``pytorch-zip`` or ``pytorch-pickle``, from the first bytes."""
-    size = path.stat().st_size
-    if size == 0:
-        raise UnreadableInputError(f"{path}: empty file")
-    with path.open("rb") as handle:
-        head = handle.read(16)
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
-        from ._torchscript import looks_like_torchscript
-
-        try:
-            with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
-        except (zipfile.BadZipFile, OSError, UnicodeDecodeError, NotImplementedError, ValueError, EOFError,
-                RuntimeError) as exc:  # zipfile's errors for corrupt archives (non-UTF-8 names included)
-            raise UnreadableInputError(f"{path}: a damaged zip archive ({type(exc).__name__}: {exc})") from exc
-        if len(set(names)) != len(names):  # ambiguous; torch.jit.load crashes (SIGSEGV) on some of them
-            twice = sorted({n for n in names if names.count(n) > 1})
-            raise UnreadableInputError(f"{path}: a malformed zip archive (member {twice[0]} appears twice)")
-        return "torchscript" if looks_like_torchscript(names) else "pytorch-zip"
-    if len(head) >= 9:
-        (header_len,) = struct.unpack("<Q", head[:8])
-        if head[8:9] == b"{" and header_len <= size - 8:
-            return "safetensors"
-        if head[8:9] == b"{":
-            raise UnreadableInputError(f"{path}: truncated safetensors file (header runs past the end)")
-    if head.lstrip()[:1] == b"{" and path.name.endswith(".index.json"):
-        return "safetensors-index"
-    from ._onnx import looks_like_onnx
-
-    if looks_like_onnx(head):
-        return "onnx"
-    if head[:1] == b"\x80" or head[:1] in (b"(", b"}", b"]"):
-        return "pytorch-pickle"
-    raise UnreadableInputError(
-        f"{path}: not a recognised checkpoint (expected safetensors, a PyTorch .pt/.pth/.bin/.ckpt file, TorchScript or ONNX)"
-    )
+    """The name of the file's format in :data:`._formats.FORMATS` (``safetensors``, ``pytorch-zip``, ``onnx``,
+    ``tflite``, ...), from its first bytes (and, for the protobufs that look alike, its name)."""
+    return format_of(path).name
 
 
 def _resolve_path(source: str | Path) -> Path:
@@ -76,6 +43,9 @@ def _resolve_path(source: str | Path) -> Path:
     if not path.exists():
         raise UnreadableInputError(f"{path}: no such file")
     if path.is_dir():
+        foreign = tensorflow.foreign_folder_kind(path)
+        if foreign:
+            tensorflow.refuse(path, foreign)
         for name in FOLDER_CHECKPOINTS:
             if (path / name).is_file():
                 return path / name
@@ -125,40 +95,17 @@ def load(
 
         config = read_config(Path(source))
     try:
-        fmt = detect_format(path)
+        fmt = format_of(path)
     except OSError as exc:
         raise UnreadableInputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    if fmt in ("torchscript", "onnx"):
-        if arch:
-            raise UsageError(f"--arch does not apply to {fmt}: the file holds its own architecture")
-        if fmt == "onnx":
-            from ._onnx import read_onnx
-
-            return read_onnx(path, fold_batchnorm=fold_batchnorm, input_size=size, branch=onnx_branch)
-        from ._torchscript import read_torchscript
-
-        return read_torchscript(path, size=size, fold_batchnorm=fold_batchnorm, trust_code=trust_code,
-                                max_memory_mb=max_memory_mb)
-    if fmt == "safetensors":
-        entries, info = read_safetensors(path)
-    elif fmt == "safetensors-index":
-        entries, info = read_sharded(path)
-    else:
-        from ._policy import default_max_memory_mb
-        from ._script_archive import prescan_torch_file
-
-        prescan_torch_file(path, (max_memory_mb or default_max_memory_mb()) * 2**20)
-        chosen, notes, metadata = read_torch_object(path, trust=trust_code, key=key)
-        from ..records import SourceInfo
-
-        info = SourceInfo(path=str(path), format="pytorch", metadata=metadata, notes=tuple(notes))
-        import torch
-
-        if isinstance(chosen, torch.nn.Module) and not arch:
-            from ._trace import load_module
-
-            return load_module(chosen, info, size=size, fold_batchnorm=fold_batchnorm, max_memory_mb=max_memory_mb)
-        entries = entries_of(chosen)
+    if fmt.binding == "own" and arch:
+        raise UsageError(f"--arch does not apply to {fmt.name}: the file holds its own architecture")
+    options = Options(trust_code=trust_code, key=key, fold_batchnorm=fold_batchnorm, arch=arch, size=size,
+                      max_memory_mb=max_memory_mb, onnx_branch=onnx_branch)
+    result = fmt.read(path, options)
+    if isinstance(result, LoadedModel):
+        return result
+    entries, info = result
     return _with_architecture(entries, info, arch, config, size, fold_batchnorm, identify, source)
 
 

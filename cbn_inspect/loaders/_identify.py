@@ -171,7 +171,7 @@ def _with_published_weights(names: list[str]) -> list[str]:
 
 def _same_geometry(names: list[str], shapes: Mapping[str, tuple[int, ...]]) -> bool:
     from ._timm import build_kwargs, trace_arch
-    from ._trace import geometry_key
+    from .pytorch._trace import geometry_key
 
     keys = set()
     for name in names:

@@ -34,6 +34,10 @@ FORMATS = (
     FormatPolicy("onnx", "the graph and initializers through onnx, ONNX shape inference; a graph run in "
                  "onnxruntime runs only onnxruntime's kernels (no code from the file)",
                  "graphs with custom-op domains, should a runner load their native library"),
+    FormatPolicy("tflite", "the flatbuffer's tables and tensor bytes, every offset bounds-checked (no TensorFlow, "
+                 "no interpreter)", ""),
+    FormatPolicy("keras", "config.json / model_config as JSON (Lambda and custom layers are names, never imported "
+                 "or run) and numeric HDF5 datasets through h5py", ""),
     FormatPolicy("timm", "the architecture is timm's own code, built with pretrained=False", ""),
 )
 

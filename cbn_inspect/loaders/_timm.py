@@ -1,7 +1,7 @@
 """timm architectures: ``timm:NAME`` sources, ``--arch timm:NAME`` for a file's weights, timm model folders.
 
 The architecture comes from timm's registry with ``pretrained=False`` (nothing is ever downloaded). Grids,
-geometry and order come from a trace (:mod:`._trace`) of the architecture on the ``meta`` device: shapes
+geometry and order come from a trace (:mod:`.pytorch._trace`) of the architecture on the ``meta`` device: shapes
 only, no arithmetic and no memory, so a trace of resnet50 at 224 takes a fraction of a second. The weights
 are the file's (read lazily, layer by layer) or, for ``timm:NAME`` alone, a fresh random initialisation.
 The input size is the model's ``pretrained_cfg['input_size']`` unless the caller gives one.
@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from ..errors import UnreadableInputError, UsageError
 from ..records import LoadedModel, SourceInfo
-from ._trace import ConvSpec, bind_specs, trace_convs
+from .pytorch._trace import ConvSpec, bind_specs, trace_convs
 
 PREFIX = "timm:"
 

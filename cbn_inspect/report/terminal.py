@@ -49,10 +49,15 @@ def degrees_cell(counts: Mapping[int, int], width: int) -> tuple[str, bool]:
     if len(text) <= width:
         return text, False
     entries = text.split(" ")
-    for shown in range(len(entries) - 1, 0, -1):
-        cell = " ".join(entries[:shown]) + f" +{len(entries) - shown}"
-        if len(cell) <= width:
-            return cell, True
+    best, length = 0, -1
+    for shown, entry in enumerate(entries[:-1], start=1):  # linear: a 1x44100 grid has 22,051 degrees
+        length += len(entry) + 1
+        if length > width:
+            break
+        if length + len(f" +{len(entries) - shown}") <= width:
+            best = shown
+    if best:
+        return " ".join(entries[:best]) + f" +{len(entries) - best}", True
     return f"+{len(entries)}", True
 
 

@@ -54,7 +54,7 @@ class Monitor:
         background: bool = False,
     ) -> None:
         from ..loaders import parse_input_size
-        from ..loaders._trace import trace_module
+        from ..loaders.pytorch._trace import trace_module
 
         if int(every) < 1:
             raise ValueError("every must be a positive number of steps")
@@ -138,7 +138,7 @@ class Monitor:
 
     def snapshot(self) -> LoadedModel:
         """The traced layers bound to detached copies of the weights as they are now."""
-        from ..loaders._trace import bind_specs
+        from ..loaders.pytorch._trace import bind_specs
 
         layers = bind_specs(self._specs, self._tensors(), fold_batchnorm=self.settings.fold_batchnorm,
                             traced=self._traced)

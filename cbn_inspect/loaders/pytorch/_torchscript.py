@@ -22,8 +22,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import UnreadableInputError, UnsafeContentError
-from ..records import BatchNormParams, ConvLayer, InMemoryWeight, LoadedModel, SourceInfo
+from ...errors import UnreadableInputError, UnsafeContentError
+from ...records import BatchNormParams, ConvLayer, InMemoryWeight, LoadedModel, SourceInfo
+from .._statedict import TensorEntry, build_model
 from ._static_script import read_static
 
 CONV_OPS = ("convolution", "_convolution")
@@ -145,7 +146,7 @@ def _run(program: Any, shape: tuple[int, ...], max_memory_mb: int | None = None)
                     calls[index]["bn"] = (args[1], args[4], eps, params.get(args[4].untyped_storage().data_ptr()))
             return out
 
-    from ._policy import check_trace_input
+    from .._policy import check_trace_input
 
     check_trace_input(tuple(shape), 4, max_memory_mb)
     notes: list[str] = []
@@ -175,7 +176,7 @@ def _padding_modes(program: Any) -> dict[str, str]:
 def read_torchscript(path: Path, *, size: tuple[int, ...] | None, fold_batchnorm: bool,
                      trust_code: bool = False, max_memory_mb: int | None = None) -> LoadedModel:
     """Statically unless ``trust_code`` and ``size`` are given; then the program is run once and traced."""
-    from ._policy import allowed
+    from .._policy import allowed
 
     may_run = allowed("torchscript", "run-program", trust_code)
     if size is not None and not may_run:

@@ -13,11 +13,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ..records import LoadedModel, SourceInfo
-from ._policy import default_max_memory_mb
+from ...records import LoadedModel, SourceInfo
+from .._policy import default_max_memory_mb
 from ._script_archive import ArchiveWeight, ScriptObject, read_archive, tensors_of
 from ._script_code import parse_classes, call_order
-from ._statedict import PADDING_MODES, TensorEntry, build_model, natural_key
+from .._statedict import PADDING_MODES, TensorEntry, build_model, natural_key
 
 
 def _class_of(obj: Any) -> str:

@@ -20,9 +20,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from ..errors import ResourceLimitError, UnreadableInputError
-from .._parse import parse_input_size  # noqa: F401  (re-exported)
-from ..records import BatchNormParams, ConvLayer, InMemoryWeight, WeightSource
+from ...errors import ResourceLimitError, UnreadableInputError
+from ..._parse import parse_input_size  # noqa: F401  (re-exported)
+from ...records import BatchNormParams, ConvLayer, InMemoryWeight, WeightSource
 
 STANDARDISED = ("StdConv2d", "StdConv2dSame", "ScaledStdConv2d", "ScaledStdConv2dSame")
 
@@ -213,7 +213,7 @@ def trace_convs(model: Any, input_shape: tuple[int, ...] | None,
             device = first.device if first is not None else torch.device("cpu")
             dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
             if device.type != "meta":
-                from ._policy import check_trace_input
+                from .._policy import check_trace_input
 
                 check_trace_input(tuple(input_shape), torch.empty((), dtype=dtype).element_size(), max_memory_mb)
             model.eval()
@@ -340,7 +340,7 @@ def trace_module(model: Any, size: tuple[int, ...] | None, max_memory_mb: int | 
     input shape traced (None when not traced) and whether the trace ran. :class:`cbn_inspect.Monitor` keeps
     the specs and binds the live weights to them at every analysis (:func:`bind_specs`).
     """
-    from ._statedict import natural_key
+    from .._statedict import natural_key
 
     declared, _ = trace_convs(model, None)
     shape = module_input_shape(model, size, declared[0] if declared else None)
@@ -358,7 +358,7 @@ def load_module(model: Any, info: Any, *, size: tuple[int, ...] | None, fold_bat
     """A whole ``nn.Module`` (unpickled with trust): traced when an input size is known, else declared only."""
     import dataclasses as dc
 
-    from ..records import LoadedModel
+    from ...records import LoadedModel
 
     specs, trace_notes, shape, traced = trace_module(model, size, max_memory_mb)
     notes = list(info.notes)

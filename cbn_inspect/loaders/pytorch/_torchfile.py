@@ -13,11 +13,11 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import CbnError, ResourceLimitError, UnreadableInputError, UnsafeContentError, UsageError
-from ..records import InMemoryWeight, SourceInfo
+from ...errors import CbnError, ResourceLimitError, UnreadableInputError, UnsafeContentError, UsageError
+from ...records import InMemoryWeight, SourceInfo
 from ._pickle_scan import placeholders, refusal, unsafe_globals
-from ._policy import allowed
-from ._statedict import TensorEntry
+from .._policy import allowed
+from .._statedict import TensorEntry
 
 # Looked up in this order; the first that holds tensors is the model. EMA copies come after the raw model.
 WRAPPER_KEYS = (

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ResourceLimitError, UnreadableInputError
+from ...errors import ResourceLimitError, UnreadableInputError
 
 MAX_PICKLE_BYTES = 64 * 2**20  # a data.pkl holds structure, not weights (ResNet-50's: about 100 kB)
 MAX_CODE_FILE_BYTES = 2 * 2**20  # code files parsed (as text) for geometry; larger ones are skipped, with a note
