@@ -159,7 +159,13 @@ class OnnxRunner:
             raise UnreadableInputError(f"{path}: onnxruntime cannot run this model "
                                        f"({' '.join(str(exc).split())[:200]})") from exc
 
+    def select(self, layers: set[str] | None) -> None:
+        """Fetch only these layers' feature maps (None: every layer's): one group of the memory plan."""
+        self._fetch = None if layers is None else [(n, t) for n, t in self.layers if n in layers]
+
     def run(self, batch: torch.Tensor, sink: Sink) -> None:
+        layers = getattr(self, "_fetch", None) or self.layers
+        outputs = list(dict.fromkeys(t for _, t in layers))
         data = batch.cpu().numpy().astype(self.input_dtype)
         step = self.model_input.fixed_batch or len(data)
         parts: list[list[np.ndarray]] = []
@@ -167,9 +173,15 @@ class OnnxRunner:
             chunk = data[start:start + step]
             if len(chunk) < step:  # a static batch axis: pad the last chunk, drop the padding afterwards
                 chunk = np.concatenate([chunk, np.zeros((step - len(chunk),) + chunk.shape[1:], chunk.dtype)])
-            outs = self.session.run(self.outputs, {self.input_name: chunk})
+            outs = self.session.run(outputs, {self.input_name: chunk})
             parts.append([o[: len(data) - start] for o in outs])
-        tensors = {name: torch.from_numpy(np.concatenate([p[i] for p in parts]).astype(np.float32, copy=False))
-                   for i, name in enumerate(self.outputs)}
-        for layer, tensor_name in self.layers:
+            del outs
+        tensors = {}
+        for i, name in enumerate(outputs):  # one output at a time, its parts released as it is joined
+            pieces = [p[i] for p in parts]
+            for p in parts:
+                p[i] = None
+            joined = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+            tensors[name] = torch.from_numpy(joined.astype(np.float32, copy=False))
+        for layer, tensor_name in layers:
             sink(layer, tensors[tensor_name])
