@@ -20,7 +20,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ..errors import UnreadableInputError, UnsafeContentError, UsageError
+from ..errors import ResourceLimitError, UnreadableInputError, UnsafeContentError, UsageError
+from ..loaders._onnx_external import load_onnx_model
 from ..loaders._onnx import QUANTISED, _index, _walk, _Walk
 from .inputs import ModelInput
 from .runners import Sink
@@ -100,7 +101,9 @@ class OnnxRunner:
     def __init__(self, path: Path, *, side: str, device: str, trust_code: bool) -> None:
         onnx, ort = _import_ort()
         try:
-            model = onnx.load(str(path))
+            model = load_onnx_model(path)
+        except (UnreadableInputError, ResourceLimitError):
+            raise
         except Exception as exc:  # protobuf DecodeError, missing external data, ...
             raise UnreadableInputError(f"{path}: not a readable ONNX model ({' '.join(str(exc).split())[:160]})") from exc
         custom = _custom_domains(model)
@@ -153,6 +156,9 @@ class OnnxRunner:
             providers.insert(0, "CUDAExecutionProvider")
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # no arena: buffers go back after every run, so the memory plan's per-batch estimate is what stays
+        # resident (an arena keeps its high-water mark, and grows again when a pass fetches other outputs)
+        options.enable_cpu_mem_arena = False
         try:
             self.session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NotImplemented kinds
