@@ -163,6 +163,19 @@ def _refuse(layer: LayerShape, need: int, room: int, limit_mb: int | None, layer
             + batch_bytes(layers, {t.name}, batch, False) <= room]
     also = f"; {len(fits)} of the layers fit alone (pick them with --layers)" if fits else ""
     raise ResourceLimitError(
-        f"layer {layer.name} ({layer.channels} channels on grid {grid}) needs about {format_bytes(need)} for its "
+        f"--activations: layer {layer.name} ({layer.channels} channels on grid {grid}) needs about {format_bytes(need)} for its "
         f"Gram sums and a batch of {batch}; --max-memory leaves {format_bytes(max(room, 0))}",
         hint=f"--max-memory {total_mb} or more would fit it{also}, or a smaller --input-size")
+
+
+def release_memory() -> None:
+    """Hand freed heap memory back to the system (glibc's ``malloc_trim``), so that what one pass freed is
+    room for the next: the many mid-sized batch buffers otherwise stay resident after they are freed."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass

@@ -27,7 +27,7 @@ from ..analysis.counting import count_modes
 from .._limits import TimeBudget, current_rss_bytes, max_memory_bytes
 from ..errors import AnalysisError, NothingToAnalyseError, ResourceLimitError, UsageError
 from ..records import ActivationLayerReport, ActivationReport, ActivationSettings, LayerMetrics, Settings
-from ._plan import ActivationPlan, LayerShape, plan_memory, probe_layers
+from ._plan import ActivationPlan, LayerShape, plan_memory, probe_layers, release_memory
 from .gram import GramAccumulator
 from .inputs import open_inputs, resolve_preprocessing
 from .runners import Runner
@@ -89,6 +89,7 @@ def profile_activations(runner: Runner, settings: ActivationSettings, analysis: 
         if not layers:
             what = f" matching --layers {analysis.layer_filter!r}" if analysis.layer_filter else ""
             raise NothingToAnalyseError(f"no conv layer{what} ran on the inputs")
+        release_memory()  # what the weight report and the probe freed goes back before the room is measured
         plan = plan_memory(layers, settings.batch_size, limit - current_rss_bytes(),
                            onnx=runner.kind == "onnxruntime", limit_mb=limit // 2**20,
                            fixed_batch=runner.model_input.fixed_batch)
@@ -109,6 +110,7 @@ def profile_activations(runner: Runner, settings: ActivationSettings, analysis: 
             done = count
             spectra.update(_decompose(collector, list(group)))
             del collector  # the group's Gram sums go before the next group's are allocated
+            release_memory()
     layers_out = _finish(layers, spectra, analysis, done)
     names = [layer.name for layer in layers_out]
     bottleneck = locate_bottleneck(names, [layer.metrics for layer in layers_out], analysis)
@@ -203,7 +205,10 @@ def _decompose(collector: _Collector, names: list[str]) -> dict[str, Any]:
     jobs = []
     for name in names:
         acc = collector.accumulators[name]
-        if not bool(torch.isfinite(acc.gram).all()) or not bool(torch.isfinite(acc._sum).all()):
+        # the diagonal (each channel's energy) is the largest entry of its row, and any Inf or NaN in a
+        # feature map reaches it: checking it is enough, without a copy of the whole accumulator
+        if (not bool(torch.isfinite(torch.diagonal(acc.gram, dim1=1, dim2=2).real).all())
+                or not bool(torch.isfinite(acc._sum).all())):
             raise AnalysisError(f"layer {name}: its feature maps hold non-finite values (NaN or Inf) on these "
                                 "inputs: the model overflows float32 on them",
                                 hint="check the inputs' scale (--mean/--std) or pick layers with --layers")
