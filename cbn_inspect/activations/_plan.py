@@ -172,9 +172,7 @@ def release_memory() -> None:
     """Hand freed heap memory back to the system (glibc's ``malloc_trim``), so that what one pass freed is
     room for the next: the many mid-sized batch buffers otherwise stay resident after they are freed."""
     import ctypes
-    import gc
 
-    gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to do
