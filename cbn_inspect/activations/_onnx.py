@@ -142,6 +142,11 @@ class OnnxRunner:
             raise NothingToAnalyseError(f"{path}: no Conv or ConvTranspose node in the main graph")
         if nested:
             self.notes.append(f"{nested} conv(s) inside subgraphs (If/Loop bodies) not profiled")
+        broken = next((name for name, node in convs if not node.input or not node.input[0] or not node.output
+                       or not node.output[0]), None)
+        if broken is not None:
+            raise UnreadableInputError(f"{path}: conv node {broken!r} has no data input or no output: the graph "
+                                       "cannot run")
         producers = {out: node for node in graph.node for out in node.output}
         self.layers = [(name, feature_map(node.input[0], producers) if side == "input" else node.output[0])
                        for name, node in convs]
