@@ -288,13 +288,15 @@ def _step_edit(files: Files, rng: random.Random) -> tuple[Files, str]:
                          "features.1.weight": torch.randn(4, 4, 3, 3, generator=g)},
                         {rng.choice(["step", "global_step", "epoch", "iter"]): value})
         return out, f"{name}: metadata step {value[:24]!r}"
-    python = rng.choice([10**5000, 2**64, -5, float("inf"), float("nan"), 1e400 if False else 1e300, 2.5, "12", None,
+    python = rng.choice([10**4000 * 10**1000, 2**64, -5, float("inf"), float("nan"), 1e400 if False else 1e300, 2.5, "12", None,
                          torch.tensor(7), torch.tensor([1, 2]), torch.tensor(float("inf")), True, [3]])
     g = torch.Generator().manual_seed(2)
     out[name] = _pt({"state_dict": {"features.0.weight": torch.randn(4, 3, 3, 3, generator=g),
                                     "features.1.weight": torch.randn(4, 4, 3, 3, generator=g)},
                      rng.choice(["global_step", "step", "epoch"]): python})
-    return out, f"{name}: global_step {str(python)[:24]!r}"
+    shown = f"an integer of {len(str(python)) if abs(python) < 10**4000 else 'over 4,000'} digits" if (
+        isinstance(python, int) and not isinstance(python, bool) and abs(python) > 10**30) else repr(python)[:24]
+    return out, f"{name}: global_step {shown}"
 
 
 def _rename(files: Files, rng: random.Random) -> tuple[Files, str]:
