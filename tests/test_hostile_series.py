@@ -91,3 +91,39 @@ def test_a_metadata_grid_of_4096_is_refused_under_the_default_bound(cli, tmp_pat
     line = one_error_line(cli(path, "-q"), 7)
     assert time.monotonic() - started < 20
     assert "grid 4096x4096" in line and "--max-memory 4096 MB" in line
+
+
+def test_choosing_the_shown_steps_of_a_long_series_is_fast():
+    """10,000 steps: the columns of the terminal table are picked in well under a second (was O(n^4))."""
+    from cbn_inspect.report.series_terminal import pick_columns
+
+    started = time.process_time()
+    cols = pick_columns(10_000, 12, [0, 9_999, 5_000])
+    assert time.process_time() - started < 2
+    assert len(cols) == 12 and cols[0] == 0 and cols[-1] == 9_999 and 5_000 in cols
+    gaps = np.diff(cols)
+    assert gaps.max() <= 2 * gaps.min() + 1  # spread evenly
+    assert pick_columns(5, 12, [0]) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_track_over_a_folder_mixing_formats_finishes(cli, tmp_path):
+    """safetensors, zip and legacy .pt, a Lightning .ckpt, TorchScript and ONNX in one folder: rows, not minutes."""
+    import shutil
+    import warnings
+    from pathlib import Path
+
+    w = _weights()
+    save_file(w, str(tmp_path / "step_1.safetensors"))
+    torch.save(w, tmp_path / "step_2.pt")
+    torch.save(w, tmp_path / "step_3.bin", _use_new_zipfile_serialization=False)
+    torch.save({"state_dict": w, "global_step": 4}, tmp_path / "step_4.ckpt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3))), str(tmp_path / "step_5.pt"))
+    shutil.copy(Path(__file__).resolve().parents[1] / "fuzz" / "corpus" / "onnx" / "model.onnx", tmp_path / "step_6.onnx")
+    started = time.monotonic()
+    result = cli("track", tmp_path, "-q", "--json", "-")
+    assert time.monotonic() - started < 120
+    assert result.exit_code == 0, result.stderr
+    assert len(json.loads(result.stdout)["points"]) == 6
