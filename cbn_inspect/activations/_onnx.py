@@ -22,7 +22,7 @@ import torch
 
 from ..errors import ResourceLimitError, UnreadableInputError, UnsafeContentError, UsageError
 from ..loaders._onnx_external import load_onnx_model
-from ..loaders._onnx import QUANTISED, _index, _walk, _Walk
+from ..loaders._onnx import QUANTISED, _index, _text, _walk, _Walk
 from .inputs import ModelInput
 from .runners import Sink
 
@@ -53,7 +53,7 @@ def conv_nodes(graph: Any) -> tuple[list[tuple[str, Any]], int]:
     for node, _scope, where, _branch in _walk(graph, {}, "", walk, None, set()):
         if node.op_type not in CONV_TYPES and node.op_type not in QUANTISED:
             continue
-        name = where + (node.name or f"{node.op_type}_{k}")
+        name = where + _text(node.name or f"{_text(node.op_type)}_{k}")  # as the loader spells it (bytes too)
         k += 1
         if node.op_type not in CONV_TYPES:
             continue
