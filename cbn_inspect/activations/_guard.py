@@ -221,6 +221,7 @@ def finite_image(tensor: torch.Tensor) -> bool:
     return bool(torch.isfinite(tensor).all())
 
 
-def iter_chunks(count: int, skip: list[int]) -> Iterator[int]:
+def indices_except(count: int, skip: list[int]) -> Iterator[int]:
+    """0..count-1 without the skipped indices."""
     skipped = set(skip)
     return (i for i in range(count) if i not in skipped)

@@ -225,7 +225,7 @@ def open_inputs(spec: str, prep: Preprocessing, settings: ActivationSettings,
     skip = _guard.scan_values(tensor, count, str(path), settings.nonfinite)
     prep = replace(prep, spatial=tuple(int(v) for v in tensor.shape[2:]), source="tensor file")
     stream = InputStream("tensor-file", str(path), count - len(skip), prep,
-                         lambda: (_item(tensor, i) for i in _guard.iter_chunks(count, skip)))
+                         lambda: (_item(tensor, i) for i in _guard.indices_except(count, skip)))
     if skip:
         stream.notes.append(f"{len(skip)} input(s) skipped for non-finite values (--skip-nonfinite): "
                             f"{', '.join(str(i) for i in skip[:8])}{' ...' if len(skip) > 8 else ''}")
