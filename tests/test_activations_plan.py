@@ -62,9 +62,6 @@ def test_a_static_batch_axis_is_not_split():
 
 # ---- the recogniser case, scaled down, end to end ------------------------------------------------------------
 
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
-
 PEAK = """
 import resource, runpy, sys, atexit
 atexit.register(lambda: sys.stderr.write("PEAK_KB %d\\n" % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
@@ -76,6 +73,7 @@ runpy.run_module("cbn_inspect", run_name="__main__")
 def _recogniser(path, wide: int = 128) -> None:
     """Six convs on 3x48x320 inputs, strides like the recogniser's (2x2, then 2x1): 677 MiB of Gram sums
     (``wide`` 128), or 1 GiB for each of the last two layers alone (``wide`` 256)."""
+    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -106,6 +104,8 @@ def _cli(*args) -> tuple[int, str, int, float]:
 
 @pytest.fixture(scope="module")
 def recogniser(tmp_path_factory):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
     folder = tmp_path_factory.mktemp("rec")
     _recogniser(folder / "rec.onnx")
     _recogniser(folder / "wide.onnx", wide=256)
