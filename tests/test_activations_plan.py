@@ -125,6 +125,7 @@ def test_the_recogniser_case_finishes_under_max_memory(recogniser):
     assert peak < limit_mb * MiB, (peak / MiB, limit_mb)
 
 
+@pytest.mark.slow  # about 20 s: three child processes, and the weight report of two 256-channel layers
 def test_the_recogniser_case_is_refused_at_once_when_no_layer_fits(recogniser):
     """Each of the last two layers needs 1 GiB of Gram sums; the weight report fits in what is left."""
     folder, base = recogniser
