@@ -81,9 +81,16 @@ def feature_map(name: str, producers: dict[str, Any]) -> str:
 
 
 def _custom_domains(model: Any) -> set[str]:
-    domains = {op.domain for op in model.opset_import if op.domain not in BUILTIN_DOMAINS}
-    domains |= {node.domain for node in _all_nodes(model.graph) if node.domain not in BUILTIN_DOMAINS}
+    domains = {_text(op.domain) for op in model.opset_import if _text(op.domain) not in BUILTIN_DOMAINS}
+    domains |= {_text(node.domain) for node in _all_nodes(model.graph) if _text(node.domain) not in BUILTIN_DOMAINS}
     return domains
+
+
+def _not_utf8(graph: Any) -> bool:
+    """Whether a tensor name the run refers to is not UTF-8 (protobuf hands those back as bytes)."""
+    names = [v.name for v in graph.input] + [v.name for v in graph.output]
+    names += [n for node in graph.node for n in (*node.input, *node.output)]
+    return any(isinstance(n, bytes) for n in names)
 
 
 def _all_nodes(graph: Any) -> Iterator[Any]:
@@ -114,6 +121,8 @@ class OnnxRunner:
             )
         self.notes: list[str] = ["an ONNX model run by onnxruntime; conv feature maps exposed as graph outputs"]
         graph = model.graph
+        if _not_utf8(graph):
+            raise UnreadableInputError(f"{path}: tensor names that are not UTF-8: the graph cannot be run")
         initializers = {i.name for i in graph.initializer}
         inputs = [v for v in graph.input if v.name not in initializers]
         if not inputs:
@@ -152,9 +161,13 @@ class OnnxRunner:
                        for name, node in convs]
         existing = {o.name for o in graph.output}
         wanted = list(dict.fromkeys(t for _, t in self.layers))
-        for tensor in wanted:
-            if tensor not in existing:
-                graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
+        try:
+            for tensor in wanted:
+                if tensor not in existing:
+                    graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
+        except Exception as exc:  # a tensor name protobuf will not take as an output
+            raise UnreadableInputError(f"{path}: its conv feature maps cannot be exposed "
+                                       f"({' '.join(str(exc).split())[:160]})") from exc
         self.outputs = wanted
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
