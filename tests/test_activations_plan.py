@@ -137,3 +137,16 @@ def test_the_recogniser_case_is_refused_at_once_when_no_layer_fits(recogniser):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err and "would fit" in lines[0] and "Gram sums" in lines[0]
     assert peak < limit_mb * MiB
+
+
+def test_a_run_longer_than_the_time_budget_is_refused_after_the_first_batch():
+    """--max-inputs is bounded by --timeout too: the first batch's pace against the whole run."""
+    from cbn_inspect._limits import TimeBudget
+    from cbn_inspect.activations.profile import _check_time
+
+    clock = TimeBudget(10.0, "--activations noise")
+    with pytest.raises(ResourceLimitError, match="inputs fit") as info:
+        _check_time(clock, seconds=0.5, inputs=4, total=1_000_000)  # 0.125 s each: 125,000 s
+    assert "--timeout leaves" in info.value.one_line()
+    _check_time(clock, seconds=0.5, inputs=4, total=40)  # 5 s: fits
+    _check_time(TimeBudget(None, "x"), seconds=0.5, inputs=4, total=10**6)  # no budget: nothing to check
