@@ -97,6 +97,8 @@ def profile_activations(runner: Runner, settings: ActivationSettings, analysis: 
         aliases = {layer.name: layer.alias for layer in layers if layer.alias}
         spectra: dict[str, Any] = {}
         done = 0
+        if progress:
+            progress(0, stream.count * len(plan.groups))
         for index, group in enumerate(plan.groups):
             collector = _Collector(group, shapes, aliases, settings.center, settings.device)
             _select(runner, set(group) | {a for a, t in aliases.items() if t in group})
