@@ -7,7 +7,8 @@ What an activation profile holds, per layer profiled (THEORY.md, "From activatio
 - per batch of ``B`` inputs, the feature maps the runner hands over (``C * |N|`` float32 per input and
   layer): a module runs with hooks, so the model's own activations are live once; onnxruntime keeps every
   exposed output in its buffers and returns numpy copies that are concatenated and converted, so the
-  exposed maps count three times on top of the arena;
+  exposed maps count three times more (the runner turns onnxruntime's arena off, so these are freed after
+  every batch);
 - per layer while it is added, the rfft (complex64) and its complex128 copy: ``|N_half| * C * B * 24`` bytes.
 
 The shapes come from a probe pass of a single zero input (:func:`probe_layers`). :func:`plan_memory`

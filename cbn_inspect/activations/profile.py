@@ -2,7 +2,8 @@
 
 :func:`profile_activations` drives a :class:`Runner` over an :class:`InputStream` batch by batch; every
 conv feature map the runner hands over goes into that layer's :class:`GramAccumulator` and is dropped, so
-memory does not grow with the number of inputs. At the end each layer's singular values become a
+memory does not grow with the number of inputs. Before the first input, :mod:`._plan` sizes the run against
+``--max-memory`` (batch size, groups of layers with one pass over the inputs each, or exit 7). At the end each layer's singular values become a
 :class:`Spectrum`, counted by the weight side's own :func:`count_modes` (same tolerance rule, degree
 counts, utilisation) and the layers go through the same :func:`locate_bottleneck`.
 
