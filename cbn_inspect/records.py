@@ -406,6 +406,7 @@ class ActivationSettings:
     std: tuple[float, ...] | None = None
     interpolation: str | None = None
     device: str = "cpu"
+    nonfinite: str = "refuse"  # inputs holding NaN/Inf: "refuse" (exit 3) or "skip" (skipped, counted in a note)
 
 
 @dataclass(frozen=True)

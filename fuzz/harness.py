@@ -82,11 +82,16 @@ def exercise(path: Path) -> None:
     to_json(report).encode("utf-8")
 
 
-def _classify(path: Path) -> Outcome:
+def _classify(path: Path, surface: str | None = None) -> Outcome:
     from cbn_inspect.errors import CbnError
 
     try:
-        exercise(path)
+        if surface is None:
+            exercise(path)
+        else:
+            from .surfaces import exercise as exercise_surface
+
+            exercise_surface(surface, path)
     except CbnError as error:
         if "\n" in error.one_line():
             return Outcome("internal", None, f"multi-line error message: {error.one_line()!r}")
@@ -109,14 +114,16 @@ def _write(files: dict[str, bytes], workdir: Path) -> Path:
     return workdir / next(iter(files))
 
 
-def check(files: dict[str, bytes], workdir: Path, *, limit: float = 10.0, isolate: bool = False) -> Outcome:
-    """Run one mutant (its files, the one to load first) and classify the outcome."""
+def check(files: dict[str, bytes], workdir: Path, *, limit: float = 10.0, isolate: bool = False,
+          surface: str | None = None) -> Outcome:
+    """Run one mutant (its files, the one to load first) and classify the outcome; ``surface`` names one of
+    :data:`fuzz.surfaces.SURFACES` (exercised its own way), None a checkpoint format."""
     path = _write(files, workdir)
     if isolate:
-        return _check_forked(path, limit)
+        return _check_forked(path, limit, surface)
     try:
         with _alarm(limit):
-            return _classify(path)
+            return _classify(path, surface)
     except Hang:
         return Outcome("hang", None, f"over {limit} s")
 
@@ -149,12 +156,17 @@ def warm() -> None:
             for fmt in FORMATS:
                 outcome = _classify(_write(seed_files(fmt), Path(tmp) / fmt))
                 assert outcome.kind == "ok", (fmt, outcome)
+            from .surfaces import SURFACES, seed
+
+            for surface in SURFACES:
+                outcome = _classify(_write(seed(surface), Path(tmp) / surface), surface)
+                assert outcome.kind == "ok", (surface, outcome)
 
 
 _WARM: list[bool] = []
 
 
-def _check_forked(path: Path, limit: float) -> Outcome:
+def _check_forked(path: Path, limit: float, surface: str | None = None) -> Outcome:
     import select
     import time
 
@@ -166,7 +178,7 @@ def _check_forked(path: Path, limit: float) -> Outcome:
         code = 0
         try:
             os.close(read)
-            outcome = _classify(path)
+            outcome = _classify(path, surface)
             os.write(write, pickle.dumps(outcome))
         except BaseException:  # noqa: BLE001
             code = 1

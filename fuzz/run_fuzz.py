@@ -29,6 +29,9 @@ if __package__ in (None, ""):
 from fuzz.harness import CORPUS, REGRESSIONS, check, seed_files, warm  # noqa: E402
 from fuzz.make_corpus import FORMATS, ISOLATED  # noqa: E402
 from fuzz.mutators import mutate  # noqa: E402
+from fuzz.surfaces import SURFACES  # noqa: E402
+from fuzz.surfaces import mutate as mutate_surface  # noqa: E402
+from fuzz.surfaces import seed as surface_seed  # noqa: E402
 
 
 def save_case(fmt: str, case_id: str, files: dict[str, bytes], description: str, detail: str,
@@ -38,20 +41,23 @@ def save_case(fmt: str, case_id: str, files: dict[str, bytes], description: str,
     for name, data in files.items():
         (folder / name).write_bytes(data)
     info = {"format": fmt, "entry": next(iter(files)), "description": description, "detail": detail[-2000:]}
+    if fmt in SURFACES:
+        info["surface"] = fmt
     (folder / "case.json").write_text(json.dumps(info, indent=1) + "\n")
     return folder
 
 
 def fuzz_format(fmt: str, count: int, seed: int, limit: float, isolate: bool, work: Path, save: Path | None,
                 only: int | None = None, quiet: bool = False) -> Counter:
-    seed_case = seed_files(fmt, CORPUS)
+    surface = fmt if fmt in SURFACES else None
+    seed_case = surface_seed(fmt) if surface else seed_files(fmt, CORPUS)
     counts: Counter = Counter()
     started = time.perf_counter()
     indices = [only] if only is not None else range(count)
     for i in indices:
         rng = random.Random(f"{seed}:{fmt}:{i}")
-        files, description = mutate(fmt, seed_case, rng)
-        outcome = check(files, work / fmt, limit=limit, isolate=isolate)
+        files, description = (mutate_surface if surface else mutate)(fmt, seed_case, rng)
+        outcome = check(files, work / fmt, limit=limit, isolate=isolate, surface=surface)
         counts["mutants"] += 1
         key = f"exit {outcome.exit_code}" if outcome.kind == "error" else outcome.kind
         counts[key] += 1
@@ -77,7 +83,8 @@ def _line(fmt: str, counts: Counter) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--format", default="all", help=f"all, or a comma-separated list of {', '.join(FORMATS)}")
+    parser.add_argument("--format", default="all", help=f"all (the checkpoint formats), surfaces (the newer "
+                        f"surfaces), or a comma-separated list of {', '.join(FORMATS + SURFACES)}")
     parser.add_argument("--count", type=int, default=1000, help="mutants per format")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--limit", type=float, default=10.0, help="seconds per mutant before it counts as a hang")
@@ -85,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", type=int, default=None, help="replay mutant I alone (with its format)")
     parser.add_argument("--no-save", action="store_true", help="do not write crashing inputs to fuzz/regressions/")
     args = parser.parse_args(argv)
-    formats = FORMATS if args.format == "all" else tuple(args.format.split(","))
-    unknown = set(formats) - set(FORMATS)
+    formats = (FORMATS if args.format == "all" else SURFACES if args.format == "surfaces"
+               else tuple(args.format.split(",")))
+    unknown = set(formats) - set(FORMATS) - set(SURFACES)
     if unknown:
         parser.error(f"unknown format(s): {', '.join(sorted(unknown))}")
     import warnings

@@ -26,8 +26,11 @@ sys.path.insert(0, str(ROOT))
 from fuzz import harness  # noqa: E402
 from fuzz.make_corpus import FORMATS, ISOLATED, SEED_FILES  # noqa: E402
 from fuzz.mutators import mutate  # noqa: E402
+from fuzz.surfaces import SURFACES  # noqa: E402
+from fuzz.surfaces import mutate as mutate_surface  # noqa: E402
+from fuzz.surfaces import seed as surface_seed  # noqa: E402
 
-DOCUMENTED = {2, 3, 4, 5, 6, 7}
+DOCUMENTED = {2, 3, 4, 5, 6, 7, 9, 10, 11}  # 9: series step order; 10: a missing extra; 11: not executable
 MUTANTS = {"torchscript": 60, "keras": 60, "h5": 60}  # forked children cost ~0.1 s each; the rest run in-process
 DEFAULT_MUTANTS = 200
 LIMIT_S = 10.0
@@ -92,6 +95,28 @@ def test_mutants_give_documented_errors_only(fmt, tmp_path):
         property_()
 
 
+SURFACE_MUTANTS = {"series": 12}  # the newer surfaces (fuzz/surfaces.py): a series case analyses 3 checkpoints
+DEFAULT_SURFACE_MUTANTS = 30
+
+
+@pytest.mark.parametrize("surface", SURFACES)
+def test_surface_mutants_give_documented_errors_only(surface, tmp_path):
+    seed_case = surface_seed(surface)
+    assert harness.check(seed_case, tmp_path / "seed", limit=60, surface=surface).kind == "ok"
+
+    @settings(max_examples=SURFACE_MUTANTS.get(surface, DEFAULT_SURFACE_MUTANTS), derandomize=True, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.integers(min_value=0, max_value=2**32 - 1))
+    def property_(seed: int) -> None:
+        files, description = mutate_surface(surface, seed_case, random.Random(seed))
+        outcome = harness.check(files, tmp_path / "case", limit=LIMIT_S, surface=surface)
+        _assert_documented(outcome, f"{surface} mutant {seed} ({description})")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        property_()
+
+
 def _regressions() -> list[Path]:
     return sorted(p.parent for p in harness.REGRESSIONS.glob("*/*/case.json"))
 
@@ -103,7 +128,8 @@ def test_regression_corpus(case, tmp_path):
     files = {name: (case / name).read_bytes() for name in names}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        outcome = harness.check(files, tmp_path / "case", limit=LIMIT_S * 3, isolate=info["format"] in ISOLATED)
+        outcome = harness.check(files, tmp_path / "case", limit=LIMIT_S * 3, isolate=info["format"] in ISOLATED,
+                                surface=info.get("surface"))
     _assert_documented(outcome, f"{case.name}: {info['description']}")
 
 

@@ -20,8 +20,9 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ..errors import UnreadableInputError, UnsafeContentError, UsageError
-from ..loaders._onnx import QUANTISED, _index, _walk, _Walk
+from ..errors import ResourceLimitError, UnreadableInputError, UnsafeContentError, UsageError
+from ..loaders._onnx_external import load_onnx_model
+from ..loaders._onnx import QUANTISED, _index, _text, _walk, _Walk
 from .inputs import ModelInput
 from .runners import Sink
 
@@ -54,7 +55,7 @@ def conv_nodes(graph: Any) -> tuple[list[tuple[str, Any]], int]:
     for node, _scope, where, _branch in _walk(graph, {}, "", walk, None, set()):
         if node.op_type not in CONV_TYPES and node.op_type not in QUANTISED:
             continue
-        name = where + (node.name or f"{node.op_type}_{k}")
+        name = where + _text(node.name or f"{_text(node.op_type)}_{k}")  # as the loader spells it (bytes too)
         k += 1
         if node.op_type not in CONV_TYPES:
             continue
@@ -82,9 +83,16 @@ def feature_map(name: str, producers: dict[str, Any]) -> str:
 
 
 def _custom_domains(model: Any) -> set[str]:
-    domains = {op.domain for op in model.opset_import if op.domain not in BUILTIN_DOMAINS}
-    domains |= {node.domain for node in _all_nodes(model.graph) if node.domain not in BUILTIN_DOMAINS}
+    domains = {_text(op.domain) for op in model.opset_import if _text(op.domain) not in BUILTIN_DOMAINS}
+    domains |= {_text(node.domain) for node in _all_nodes(model.graph) if _text(node.domain) not in BUILTIN_DOMAINS}
     return domains
+
+
+def _not_utf8(graph: Any) -> bool:
+    """Whether a tensor name the run refers to is not UTF-8 (protobuf hands those back as bytes)."""
+    names = [v.name for v in graph.input] + [v.name for v in graph.output]
+    names += [n for node in graph.node for n in (*node.input, *node.output)]
+    return any(isinstance(n, bytes) for n in names)
 
 
 def _all_nodes(graph: Any) -> Iterator[Any]:
@@ -102,7 +110,9 @@ class OnnxRunner:
     def __init__(self, path: Path, *, side: str, device: str, trust_code: bool) -> None:
         onnx, ort = _import_ort()
         try:
-            model = onnx.load(str(path))
+            model = load_onnx_model(path)
+        except (UnreadableInputError, ResourceLimitError):
+            raise
         except Exception as exc:  # protobuf DecodeError, missing external data, ...
             raise UnreadableInputError(f"{path}: not a readable ONNX model ({' '.join(str(exc).split())[:160]})") from exc
         custom = _custom_domains(model)
@@ -113,6 +123,8 @@ class OnnxRunner:
             )
         self.notes: list[str] = ["an ONNX model run by onnxruntime; conv feature maps exposed as graph outputs"]
         graph = model.graph
+        if _not_utf8(graph):
+            raise UnreadableInputError(f"{path}: tensor names that are not UTF-8: the graph cannot be run")
         initializers = {i.name for i in graph.initializer}
         inputs = [v for v in graph.input if v.name not in initializers]
         if not inputs:
@@ -145,27 +157,45 @@ class OnnxRunner:
             raise NothingToAnalyseError(f"{path}: no Conv or ConvTranspose node in the main graph")
         if nested:
             self.notes.append(f"{nested} conv(s) inside subgraphs (If/Loop bodies) not profiled")
+        broken = next((name for name, node in convs if not node.input or not node.input[0] or not node.output
+                       or not node.output[0]), None)
+        if broken is not None:
+            raise UnreadableInputError(f"{path}: conv node {broken!r} has no data input or no output: the graph "
+                                       "cannot run")
         producers = {out: node for node in graph.node for out in node.output}
         self.layers = [(name, feature_map(node.input[0], producers) if side == "input" else node.output[0])
                        for name, node in convs]
         existing = {o.name for o in graph.output}
         wanted = list(dict.fromkeys(t for _, t in self.layers))
-        for tensor in wanted:
-            if tensor not in existing:
-                graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
+        try:
+            for tensor in wanted:
+                if tensor not in existing:
+                    graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
+        except Exception as exc:  # a tensor name protobuf will not take as an output
+            raise UnreadableInputError(f"{path}: its conv feature maps cannot be exposed "
+                                       f"({' '.join(str(exc).split())[:160]})") from exc
         self.outputs = wanted
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # no arena: buffers go back after every run, so the memory plan's per-batch estimate is what stays
+        # resident (an arena keeps its high-water mark, and grows again when a pass fetches other outputs)
+        options.enable_cpu_mem_arena = False
         try:
             self.session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NotImplemented kinds
             raise UnreadableInputError(f"{path}: onnxruntime cannot run this model "
                                        f"({' '.join(str(exc).split())[:200]})") from exc
 
+    def select(self, layers: set[str] | None) -> None:
+        """Fetch only these layers' feature maps (None: every layer's): one group of the memory plan."""
+        self._fetch = None if layers is None else [(n, t) for n, t in self.layers if n in layers]
+
     def run(self, batch: torch.Tensor, sink: Sink) -> None:
+        layers = getattr(self, "_fetch", None) or self.layers
+        outputs = list(dict.fromkeys(t for _, t in layers))
         data = batch.cpu().numpy().astype(self.input_dtype)
         step = self.model_input.fixed_batch or len(data)
         parts: list[list[np.ndarray]] = []
@@ -173,9 +203,15 @@ class OnnxRunner:
             chunk = data[start:start + step]
             if len(chunk) < step:  # a static batch axis: pad the last chunk, drop the padding afterwards
                 chunk = np.concatenate([chunk, np.zeros((step - len(chunk),) + chunk.shape[1:], chunk.dtype)])
-            outs = self.session.run(self.outputs, {self.input_name: chunk})
+            outs = self.session.run(outputs, {self.input_name: chunk})
             parts.append([o[: len(data) - start] for o in outs])
-        tensors = {name: torch.from_numpy(np.concatenate([p[i] for p in parts]).astype(np.float32, copy=False))
-                   for i, name in enumerate(self.outputs)}
-        for layer, tensor_name in self.layers:
+            del outs
+        tensors = {}
+        for i, name in enumerate(outputs):  # one output at a time, its parts released as it is joined
+            pieces = [p[i] for p in parts]
+            for p in parts:
+                p[i] = None
+            joined = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+            tensors[name] = torch.from_numpy(joined.astype(np.float32, copy=False))
+        for layer, tensor_name in layers:
             sink(layer, tensors[tensor_name])

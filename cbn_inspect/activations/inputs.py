@@ -29,8 +29,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from ..errors import UnreadableInputError, UsageError
+from ..errors import ResourceLimitError, UnreadableInputError, UsageError
 from ..records import ActivationSettings
+from . import _guard
 
 DEFAULT_NOISE_COUNT = 64
 TENSOR_SUFFIXES = (".npy", ".pt", ".pth", ".safetensors")
@@ -166,9 +167,23 @@ class InputStream:
                 "preprocessing": self.prep.describe(self.kind), "notes": list(self.notes)}
 
 
-def open_inputs(spec: str, prep: Preprocessing, settings: ActivationSettings) -> InputStream:
-    """The stream for an INPUTS spec (``noise``, ``samples``, a folder of images or a tensor file)."""
+def open_inputs(spec: str, prep: Preprocessing, settings: ActivationSettings,
+                room_bytes: int | None = None) -> InputStream:
+    """The stream for an INPUTS spec (``noise``, ``samples``, a folder of images or a tensor file).
+
+    Checked here, before any input is produced (:mod:`._guard`): the number of inputs, that a path is a
+    folder or a regular file, a tensor file's storages, shape, size and values. ``room_bytes`` is the memory
+    left under ``--max-memory`` (default: the default bound less what the process uses).
+    """
     limit = settings.max_inputs
+    if limit is not None:
+        _guard.check_input_count(limit, f"--max-inputs {limit}")
+    if room_bytes is None:
+        from .._limits import current_rss_bytes
+        from ..loaders._policy import default_max_memory_mb
+
+        room_bytes = default_max_memory_mb() * 2**20 - current_rss_bytes()
+    _guard.check_input_size((prep.channels, *prep.spatial), room_bytes, f"--activations {spec}")
     if spec == "noise":
         count = limit or DEFAULT_NOISE_COUNT
         return InputStream("noise", f"noise (seed {settings.seed})", count, prep,
@@ -184,12 +199,18 @@ def open_inputs(spec: str, prep: Preprocessing, settings: ActivationSettings) ->
         raise UsageError(f"--activations {spec!r}: no such file or folder (or use noise, samples)")
     if path.is_dir():
         _need_images(prep)
-        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        files, other = _guard.list_folder(path)
         stream = InputStream("folder", str(path), min(len(files), limit) if limit else len(files), prep,
                              lambda: iter(()))
-        stream.produce = lambda: _folder(files, prep, stream, limit)
+        if other:
+            stream.notes.append(f"{len(other)} entr{'y' if len(other) == 1 else 'ies'} passed over (not a regular "
+                                f"file: FIFO, device, socket, broken or looping link): {', '.join(other[:5])}")
+        _guard.check_input_count(stream.count, f"--activations {spec}")
+        budget = _guard.pixel_budget(room_bytes)
+        stream.produce = lambda: _folder(files, prep, stream, limit, budget)
         return stream
-    tensor = _read_tensor_file(path)
+    _guard.require_regular(path)
+    tensor = _read_tensor_file(path, room_bytes)
     if tensor.ndim == 1 + len(prep.spatial):
         tensor = tensor[None]
     if tensor.ndim != 2 + len(prep.spatial) or tensor.shape[1] != prep.channels:
@@ -198,9 +219,17 @@ def open_inputs(spec: str, prep: Preprocessing, settings: ActivationSettings) ->
     count = min(tensor.shape[0], limit) if limit else tensor.shape[0]
     if count == 0:
         raise UsageError(f"{path}: holds no inputs (first axis is 0)")
+    _guard.check_input_count(count, str(path))
+    _guard.check_dtype(tensor, str(path))
+    _guard.check_input_size(tuple(tensor.shape[1:]), room_bytes, str(path))
+    skip = _guard.scan_values(tensor, count, str(path), settings.nonfinite)
     prep = replace(prep, spatial=tuple(int(v) for v in tensor.shape[2:]), source="tensor file")
-    return InputStream("tensor-file", str(path), count, prep,
-                       lambda: (_item(tensor, i) for i in range(count)))
+    stream = InputStream("tensor-file", str(path), count - len(skip), prep,
+                         lambda: (_item(tensor, i) for i in _guard.indices_except(count, skip)))
+    if skip:
+        stream.notes.append(f"{len(skip)} input(s) skipped for non-finite values (--skip-nonfinite): "
+                            f"{', '.join(str(i) for i in skip[:8])}{' ...' if len(skip) > 8 else ''}")
+    return stream
 
 
 def _item(tensor: Any, i: int) -> torch.Tensor:
@@ -247,26 +276,39 @@ def _sample_images(names) -> Iterator[np.ndarray]:
             yield getattr(skimage.data, name)()
 
 
-def _folder(files: list[Path], prep: Preprocessing, stream: InputStream, limit: int | None) -> Iterator[torch.Tensor]:
-    from PIL import Image, UnidentifiedImageError
-
+def _folder(files: list[Path], prep: Preprocessing, stream: InputStream, limit: int | None,
+            budget: int) -> Iterator[torch.Tensor]:
+    """The folder's images in order; a file that is not a readable image within the pixel budget is skipped
+    (noted once, on the first pass over the inputs)."""
     produced = 0
     skipped: list[str] = []
+    over = 0
     for path in files:
         if limit and produced >= limit:
             break
-        try:
-            with Image.open(path) as image:
-                image.load()
-                tensor = _image_tensor(image, prep)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            skipped.append(f"{path.name} ({type(exc).__name__})")
+        image, reason = _guard.open_image(path, prep.spatial, prep.crop_pct, budget)
+        tensor = None
+        if image is not None:
+            try:
+                with image:
+                    tensor = _image_tensor(image, prep)
+            except Exception as exc:  # a decoded image Pillow cannot convert or resize (exotic modes)
+                reason = type(exc).__name__
+        if tensor is not None and not _guard.finite_image(tensor):
+            tensor, reason = None, "non-finite pixel values"
+        if tensor is None:
+            over += "pixel budget" in (reason or "") or "bomb" in (reason or "")
+            skipped.append(f"{path.name} ({reason})")
             continue
         produced += 1
         yield tensor
-    if skipped:
-        stream.notes.append(f"{len(skipped)} file(s) skipped (not an image Pillow reads): {', '.join(skipped[:5])}")
+    if skipped and not any(n.startswith("file(s) skipped") for n in stream.notes):  # noted on the first pass
+        stream.notes.append(f"file(s) skipped (not an image Pillow reads within the limits): {len(skipped)}: "
+                            f"{', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}")
     if produced == 0:
+        if over:
+            raise ResourceLimitError(f"--activations {stream.source}: no image within the pixel budget "
+                                     f"({', '.join(skipped[:2])})", hint="smaller images, or a larger --max-memory")
         raise UsageError(f"--activations {stream.source}: no readable image in the folder")
 
 
@@ -294,8 +336,9 @@ def _image_tensor(image: Any, prep: Preprocessing) -> torch.Tensor:
     return tensor.contiguous()
 
 
-def _read_tensor_file(path: Path) -> Any:
-    """An array-like ``(N, C, ...)`` from .npy (memory-mapped), .pt (weights_only) or .safetensors."""
+def _read_tensor_file(path: Path, room_bytes: int) -> Any:
+    """An array-like ``(N, C, ...)`` from .npy (memory-mapped), .pt (weights_only, after the storage
+    prescan) or .safetensors (memory-mapped); nothing is converted or copied here."""
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
@@ -304,13 +347,24 @@ def _read_tensor_file(path: Path) -> Any:
                 raise UsageError(f"{path}: a .npy of dtype {array.dtype}, not numbers")
             return array
         if suffix in (".pt", ".pth"):
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            _guard.torch_file_prescan(path, max(room_bytes // 2, 1))
+            obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=_is_zip(path))
             return _single_tensor(path, obj)
         if suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from safetensors import safe_open
 
-            return _single_tensor(path, load_file(str(path)))
-    except (UsageError, UnreadableInputError):
+            with safe_open(str(path), framework="pt") as handle:
+                names = list(handle.keys())
+                picked = next((k for k in ("inputs", "input", "x", "images") if k in names), None)
+                if picked is None and len(names) != 1:
+                    raise UsageError(f"{path}: holds {len(names)} tensors; name the inputs 'inputs' (or keep only one)")
+                name = picked or names[0]
+                shape = handle.get_slice(name).get_shape()
+                if 8 * math.prod(shape) > room_bytes // 2:
+                    raise ResourceLimitError(f"{path}: tensor {name!r} of shape {tuple(shape)} does not fit in the "
+                                             "memory left under --max-memory", hint="split the file")
+                return handle.get_tensor(name)
+    except (UsageError, UnreadableInputError, ResourceLimitError):
         raise
     except Exception as exc:  # numpy, torch and safetensors raise many kinds for a bad file
         text = " ".join(str(exc).split())[:160]
@@ -319,16 +373,24 @@ def _read_tensor_file(path: Path) -> Any:
                      f"({', '.join(TENSOR_SUFFIXES)}); or use noise, samples")
 
 
+def _is_zip(path: Path) -> bool:
+    import zipfile
+
+    return zipfile.is_zipfile(path)
+
+
 def _single_tensor(path: Path, obj: Any) -> Any:
+    """The inputs tensor of a loaded object, as stored (converted to float32 one input at a time later, so
+    that a view with stride 0 over a huge shape is never materialised)."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().float()
+        return obj.detach()
     if isinstance(obj, dict):
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         for key in ("inputs", "input", "x", "images"):
             if key in tensors:
-                return tensors[key].detach().float()
+                return tensors[key].detach()
         if len(tensors) == 1:
-            return next(iter(tensors.values())).detach().float()
+            return next(iter(tensors.values())).detach()
         raise UsageError(f"{path}: holds {len(tensors)} tensors; name the inputs 'inputs' (or keep only one)")
     raise UsageError(f"{path}: holds a {type(obj).__name__}, not a tensor")
 

@@ -25,7 +25,7 @@ from ._options import (
     MinGapOption, PrecisionOption, SpectraOption, TolValueOption, ToleranceOption, TrustCodeOption,
     build_settings,
     ActivationSideOption, ActivationsOption, BatchSizeOption, CenterOption, InterpolationOption, MaxInputsOption,
-    MeanOption, SeedOption, StdOption, build_activation_settings,
+    MeanOption, SkipNonfiniteOption, SeedOption, StdOption, build_activation_settings,
 )
 
 EPILOG = f"""
@@ -113,6 +113,7 @@ def audit_command(
     center: CenterOption = False,
     batch_size: BatchSizeOption = 32,
     max_inputs: MaxInputsOption = None,
+    skip_nonfinite: SkipNonfiniteOption = False,
     seed: SeedOption = 0,
     mean: MeanOption = None,
     std: StdOption = None,
@@ -125,7 +126,8 @@ def audit_command(
                               device, min_gap, max_utilisation, memory_budget=memory_budget,
                               max_memory=max_memory, max_layers=max_layers)
     activation_settings = build_activation_settings(activations, activation_side, center, batch_size, max_inputs,
-                                                    seed, mean, std, interpolation, device)
+                                                    seed, mean, std, interpolation, device,
+                                                    skip_nonfinite=skip_nonfinite)
     if spectra and out is None:
         warn("--spectra does nothing without --out: the spectra only go into the JSONL rows")
     skipped: list[tuple[str, str]] = []

@@ -119,6 +119,7 @@ SeedOption = Annotated[int, typer.Option("--seed", help="Seed of --activations n
 MeanOption = Annotated[Optional[str], typer.Option("--mean", metavar="M[,M,M]", help="Image normalisation mean (default: the model's config).")]
 StdOption = Annotated[Optional[str], typer.Option("--std", metavar="S[,S,S]", help="Image normalisation std (default: the model's config).")]
 InterpolationOption = Annotated[Optional[str], typer.Option("--interpolation", help="Image resize filter: nearest, bilinear, bicubic, lanczos, box, hamming (default: the model's config).")]
+SkipNonfiniteOption = Annotated[bool, typer.Option("--skip-nonfinite", help="Skip (and count in a note) inputs of a tensor file that hold NaN or Inf, instead of refusing the file (exit 3).")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar on stderr.")]
 
 
@@ -142,11 +143,13 @@ def build_activation_settings(
     std: str | None,
     interpolation: str | None,
     device: str,
+    skip_nonfinite: bool = False,
 ) -> ActivationSettings | None:
     """Validate the --activations options before any work starts (None without --activations)."""
     if inputs is None:
         given = [flag for flag, value in (("--center", center), ("--mean", mean), ("--std", std),
-                                          ("--interpolation", interpolation), ("--max-inputs", max_inputs))
+                                          ("--interpolation", interpolation), ("--max-inputs", max_inputs),
+                                          ("--skip-nonfinite", skip_nonfinite))
                  if value]
         if side != "input":
             given.append("--activation-side")
@@ -159,6 +162,11 @@ def build_activation_settings(
         raise UsageError(f"--interpolation {interpolation!r}: use one of {', '.join(INTERPOLATIONS)}")
     from ..records import ActivationSettings
 
+    if max_inputs is not None:
+        from ..activations._guard import check_input_count
+
+        check_input_count(max_inputs, f"--max-inputs {max_inputs}")
     return ActivationSettings(inputs=inputs, side=side, center=center, batch_size=batch_size, max_inputs=max_inputs,
                               seed=seed, mean=_floats("--mean", mean), std=_floats("--std", std),
-                              interpolation=interpolation, device=device)
+                              interpolation=interpolation, device=device,
+                              nonfinite="skip" if skip_nonfinite else "refuse")

@@ -22,7 +22,7 @@ from ._options import (
     MinGapOption, PrecisionOption, SpectraOption, TolValueOption, ToleranceOption, TrustCodeOption,
     build_settings,
     ActivationSideOption, ActivationsOption, BatchSizeOption, CenterOption, InterpolationOption, MaxInputsOption,
-    MeanOption, QuietOption, SeedOption, StdOption, build_activation_settings,
+    MeanOption, SkipNonfiniteOption, QuietOption, SeedOption, StdOption, build_activation_settings,
 )
 
 EPILOG = """
@@ -114,6 +114,7 @@ def report_command(
     center: CenterOption = False,
     batch_size: BatchSizeOption = 32,
     max_inputs: MaxInputsOption = None,
+    skip_nonfinite: SkipNonfiniteOption = False,
     seed: SeedOption = 0,
     mean: MeanOption = None,
     std: StdOption = None,
@@ -130,7 +131,8 @@ def report_command(
                                   device, min_gap, max_utilisation, threads=threads, memory_budget=memory_budget,
                                   max_memory=max_memory, max_layers=max_layers, timeout=timeout)
         activation_settings = build_activation_settings(activations, activation_side, center, batch_size,
-                                                        max_inputs, seed, mean, std, interpolation, device)
+                                                        max_inputs, seed, mean, std, interpolation, device,
+                                                        skip_nonfinite=skip_nonfinite)
         report = _report(source, json_out=json_out, spectra=spectra, plot=plot, html=html, quiet=quiet,
                          settings=settings, activation_settings=activation_settings, trust_code=trust_code, key=key,
                          arch=arch, input_size=input_size, onnx_branch=onnx_branch.value, timeout=timeout)

@@ -19,6 +19,8 @@ Honest and fast rather than exhaustive:
 
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import json
 import os
@@ -103,19 +105,24 @@ def _build_signature(name: str, classifier: tuple[str, ...]) -> str | None:
     return _signature({k: tuple(v.shape) for k, v in model.state_dict().items()}, classifier)
 
 
-def _candidates(keys: set[str]) -> list[tuple[str, tuple[str, ...]]]:
+@functools.lru_cache(maxsize=1)
+def _registry() -> tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]:
+    """(name, first conv names, classifier names) of every timm model: read once per process (timm deep-copies
+    each config, about half a second in all, which an audit or ``track`` worker would otherwise pay per file)."""
     import timm
     from timm.models import get_pretrained_cfg
 
     out = []
     for name in timm.list_models():
         cfg = get_pretrained_cfg(name)
-        if cfg is None:
-            continue
-        first, classifier = _names(cfg.first_conv), _names(cfg.classifier)
-        if first and f"{first[0]}.weight" in keys and all(f"{c}.weight" in keys for c in classifier):
-            out.append((name, classifier))
-    return out
+        if cfg is not None:
+            out.append((name, tuple(_names(cfg.first_conv)), tuple(_names(cfg.classifier))))
+    return tuple(out)
+
+
+def _candidates(keys: set[str]) -> list[tuple[str, tuple[str, ...]]]:
+    return [(name, classifier) for name, first, classifier in _registry()
+            if first and f"{first[0]}.weight" in keys and all(f"{c}.weight" in keys for c in classifier)]
 
 
 def hint_names(hints: Iterable[str]) -> list[str]:

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import MissingExtraError, UnreadableInputError, UsageError
+from ..errors import MissingExtraError, ResourceLimitError, UnreadableInputError, UsageError
 from ..records import BatchNormParams, ConvLayer, LoadedModel, SourceInfo
 from ._onnx_fold import FoldedWeight, fold_weight
 from ._onnx_inputs import fix_inputs
+from ._onnx_external import load_onnx_model
 from ._onnx_graph import quantised_weight, unpad
 
 QUANTISED = {"ConvInteger": "integer conv", "QLinearConv": "quantised (QLinearConv) conv"}
@@ -272,7 +273,9 @@ def read_onnx(path: Path, *, fold_batchnorm: bool, input_size: tuple[int, ...] |
     inference; ``branch`` (``then``/``else``) names the body of every ``If`` node that is analysed."""
     onnx = _import_onnx()
     try:
-        model = onnx.load(str(path))
+        model = load_onnx_model(path)
+    except (UnreadableInputError, ResourceLimitError):
+        raise
     except Exception as exc:  # protobuf DecodeError, missing external data, ...
         raise UnreadableInputError(f"{path}: not a readable ONNX model ({' '.join(str(exc).split())[:160]})") from exc
     if branch not in ("then", "else"):

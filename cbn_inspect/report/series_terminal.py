@@ -59,9 +59,12 @@ def pick_columns(count: int, fit: int, keep: Sequence[int]) -> list[int]:
     if count <= fit:
         return list(range(count))
     chosen = {i for i in keep if 0 <= i < count}
+    # distance of every column to the nearest chosen one, updated as columns are added: O(count) per pick
+    far = [min((abs(i - j) for j in chosen), default=count) for i in range(count)] if chosen else [count] * count
     while len(chosen) < fit:
-        chosen.add(max((i for i in range(count) if i not in chosen),
-                       key=lambda i: (min(abs(i - j) for j in chosen), -i)))
+        pick = max((i for i in range(count) if i not in chosen), key=lambda i: (far[i], -i))
+        chosen.add(pick)
+        far = [min(d, abs(i - pick)) for i, d in enumerate(far)]
     return sorted(chosen)
 
 
@@ -81,7 +84,10 @@ class SeriesView:
         """The widest table of evenly picked steps that fits ``width``."""
         from rich.measure import Measurement
 
-        fit = len(self.series.steps)
+        steps = self.series.steps
+        digits = max([len(str(v)) for v in steps] + [4])
+        # every step column takes at least its digits and one space; the layer column at least 10
+        fit = max(2, min(len(steps), (width - 10) // (digits + 1)))
         while True:
             table = self._table(self._columns(fit))
             wide = console.options.update(max_width=10_000)

@@ -54,17 +54,40 @@ class StepInfo:
         return f"{where} {self.key}" if self.origin != "given order" else "the order given on the command line"
 
 
+MAX_STEP = 2**63 - 1  # steps are int64 everywhere else (Lightning, the JSON schema, numpy)
+
+
+class _OutOfRange(ValueError):
+    """A step value that is a number but not a usable step (past :data:`MAX_STEP`, infinite, huge text)."""
+
+
 def _as_int(value: object) -> int | None:
+    """A step from a checkpoint value: a non-negative integer (or integral float, or digits as text) up to
+    :data:`MAX_STEP`; None for what is not a step; :class:`_OutOfRange` for a number that cannot be one."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
+        if value > MAX_STEP:
+            raise _OutOfRange("an integer past 2**63 - 1")
         return value if value >= 0 else None
     if hasattr(value, "item") and getattr(value, "numel", lambda: 0)() == 1:  # a 0-d tensor
         return _as_int(value.item())
     if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise _OutOfRange("not a finite number")
+        if value > MAX_STEP:
+            raise _OutOfRange("a number past 2**63 - 1")
         return int(value) if value.is_integer() and value >= 0 else None
-    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.0*)?\s*", value):
-        return int(float(value))
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) > 64:
+            if re.fullmatch(r"[0-9.eE+\-]+", text[:64]) and text[:1].isdigit():
+                raise _OutOfRange(f"a number of {len(text):,} characters")
+            return None
+        if re.fullmatch(r"\d+(\.0*)?", text):
+            return _as_int(int(text.split(".")[0]))
+        if re.fullmatch(r"\d+(\.\d*)?[eE][+\-]?\d+", text):
+            return _as_int(float(text))
     return None
 
 
@@ -88,15 +111,24 @@ def step_from_name(path: str | Path) -> StepInfo | None:
             break
     named = _NAMED.findall(stem)
     epoch = _EPOCH.findall(stem)
+    numbers = _NUMBER.findall(stem)
+    long = next((n for n in named + epoch + numbers if _too_big(n)), None)
+    if long is not None:
+        raise StepOrderError(f"{Path(path).name}: the number in its name ({len(long):,} digits) is not a step "
+                             "(an integer from 0 to 2**63 - 1)", hint="rename the file, or pass --order given")
     if len(named) == 1:
         return StepInfo(int(named[0]), "step", "file name", "step number",
                         int(epoch[0]) if len(epoch) == 1 else None)
     if not named and len(epoch) == 1:
         return StepInfo(int(epoch[0]), "epoch", "file name", "epoch number", int(epoch[0]))
-    numbers = _NUMBER.findall(stem)
     if not named and len(numbers) == 1:
         return StepInfo(int(numbers[0]), "step", "file name", "number")
     return None
+
+
+def _too_big(digits: str) -> bool:
+    digits = digits.lstrip("0")
+    return len(digits) > 19 or (len(digits) == 19 and int(digits) > MAX_STEP)
 
 
 def _safetensors_metadata(path: Path) -> Mapping[str, str]:
@@ -146,10 +178,15 @@ def step_from_file(path: str | Path) -> StepInfo | None:
         fmt = detect_format(path)
     except Exception:
         return None
-    if fmt == "safetensors":
-        return _from_mapping(_safetensors_metadata(path), "metadata")
-    if fmt in ("pytorch-zip", "pytorch-pickle"):
-        return _from_mapping(_torch_top_level(path), "checkpoint")
+    try:
+        if fmt == "safetensors":
+            return _from_mapping(_safetensors_metadata(path), "metadata")
+        if fmt in ("pytorch-zip", "pytorch-pickle"):
+            return _from_mapping(_torch_top_level(path), "checkpoint")
+    except _OutOfRange as exc:
+        raise StepOrderError(f"{path.name}: its recorded step ({exc}) is not usable: steps are integers from 0 "
+                             "to 2**63 - 1",
+                             hint="pass --order name or --order given to order the files another way") from None
     return None
 
 

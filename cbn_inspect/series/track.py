@@ -17,7 +17,7 @@ from typing import Sequence
 from ..errors import StepOrderError, UnreadableInputError, UsageError
 from ..records import Settings
 from .records import Series, SeriesPoint
-from .steps import StepInfo, order_by_step
+from .steps import MAX_STEP, StepInfo, order_by_step
 from .summary import build_series
 
 WILDCARDS = set("*?[")
@@ -60,7 +60,9 @@ def read_monitor_file(path: str | Path) -> list[SeriesPoint]:
         try:
             data = json.loads(line)
             step = int(data["step"])
-        except (ValueError, KeyError, TypeError):
+            if step > MAX_STEP:
+                raise ValueError("step out of range")
+        except (ValueError, KeyError, TypeError, OverflowError):
             data, step = None, -1
         if data is None and number == len(lines) and not text.endswith("\n"):
             break  # a last line cut short (training killed while writing): the records before it stand
