@@ -19,6 +19,7 @@ from ._app import Metric, OnnxBranch, Precision, Rule
 DEFAULT_TOLERANCE = {"relative": 0.1, "absolute": 0.1, "gap": 10.0, "energy": 0.99}
 
 SpectraOption = Annotated[bool, typer.Option("--spectra", help="Include every layer's per-frequency singular values in the JSON.")]
+ExactValuesOption = Annotated[bool, typer.Option("--exact-values", help="Compute every singular value (the full route) even where only counts are needed; by default the counts route (exact counts by LDL^T inertia, largest value, traces) serves relative/absolute rules without --spectra: effective rank, gap and profile are then null for most layers.")]
 LayersOption = Annotated[Optional[str], typer.Option("--layers", metavar="REGEX", help="Analyse only layers whose name matches REGEX.")]
 GridOption = Annotated[Optional[str], typer.Option("--grid", metavar="N|HxW", help="Input grid of layers whose grid the checkpoint does not declare (default 32 per axis).")]
 ToleranceOption = Annotated[Rule, typer.Option("--tolerance", help="Rule that decides which singular values are kept.")]
@@ -56,6 +57,7 @@ def build_settings(
     max_memory: int | None = None,
     max_layers: int = 10_000,
     timeout: float | None = None,
+    exact_values: bool = False,
 ) -> Settings:
     """Validate the analysis options before any work starts, and turn them into :class:`Settings`."""
     parsed_grid = None
@@ -87,6 +89,7 @@ def build_settings(
         fold_batchnorm=fold_bn,
         layer_filter=layers,
         keep_spectra=spectra,
+        spectrum_route="full" if exact_values else "auto",
         device=device,
         min_gap=min_gap,
         max_utilisation=max_utilisation,
