@@ -243,3 +243,39 @@ def test_lazy_bottleneck_call_equals_the_eager_one():
                                  full_metrics=lambda i: done.append(i) or full[i])
         assert lazy == eager, trial
         assert len(done) == len(set(done))
+
+
+# ---------------------------------------------------------------- acceptance 3: audit rows with either route
+
+
+def _audit_rows(tmp_path, sources, *extra):
+    from cbn_inspect.batch import run_audit
+    from cbn_inspect.batch.summary import flatten_row
+    from cbn_inspect.records import Settings
+
+    settings = Settings(spectrum_route="full" if "--exact-values" in extra else "auto")
+    rows = run_audit(list(sources), settings, out=tmp_path / f"rows{len(extra)}.jsonl", jobs=1)
+    return [flatten_row(r) for r in rows.rows]
+
+
+def _same_rows(auto, full):
+    assert len(auto) == len(full)
+    for a, b in zip(auto, full):
+        for key in ("route", "seconds", "wall_seconds", "key"):
+            a.pop(key), b.pop(key)
+        assert a == b
+
+
+def test_audit_rows_of_the_samples_equal_with_either_route(tmp_path):
+    from pathlib import Path
+
+    samples = sorted(str(p) for p in (Path(__file__).resolve().parent.parent / "sample_checkpoints").glob("*.safetensors"))
+    auto, full = _audit_rows(tmp_path, samples), _audit_rows(tmp_path, samples, "--exact-values")
+    assert "counts" in {r["route"] for r in auto} and {r["route"] for r in full} == {"full"}
+    _same_rows(auto, full)
+
+
+@pytest.mark.slow
+def test_audit_rows_of_timm_models_equal_with_either_route(tmp_path):
+    sources = ["timm:resnet18", "timm:efficientnet_b0", "timm:mobilenetv3_small_100"]
+    _same_rows(_audit_rows(tmp_path, sources), _audit_rows(tmp_path, sources, "--exact-values"))
