@@ -279,3 +279,23 @@ def test_audit_rows_of_the_samples_equal_with_either_route(tmp_path):
 def test_audit_rows_of_timm_models_equal_with_either_route(tmp_path):
     sources = ["timm:resnet18", "timm:efficientnet_b0", "timm:mobilenetv3_small_100"]
     _same_rows(_audit_rows(tmp_path, sources), _audit_rows(tmp_path, sources, "--exact-values"))
+
+
+# ---------------------------------------------------------------- --device cuda: where the solves run
+
+
+def test_cuda_solve_split_by_size(monkeypatch):
+    from cbn_inspect.analysis.spectrum import CUDA_BATCHED_MAX_N, _hermitian_values, solve_device
+
+    assert solve_device(512, "cpu") == "cpu"
+    assert solve_device(CUDA_BATCHED_MAX_N, "cuda") == "cuda"  # one batched syevj call
+    assert solve_device(64, "cuda") == "cpu" and solve_device(256, "cuda") == "cpu"
+    assert solve_device(512, "cuda") == "cuda"
+    monkeypatch.setenv("CBN_CUDA_CPU_MAX_N", "0")
+    assert solve_device(64, "cuda") == "cuda"
+    # the CPU side of the split is the plain route: the same values as the CPU path
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal((3, 1, 40, 60)) + 1j * rng.standard_normal((3, 1, 40, 60))
+    gram = torch.from_numpy(a @ a.conj().transpose(0, 1, 3, 2))
+    expected = np.sort(np.sqrt(np.clip(np.linalg.eigvalsh(gram.numpy()), 0, None)).reshape(3, -1), axis=1)[:, ::-1]
+    assert np.allclose(_hermitian_values(gram, "plain"), expected, rtol=1e-10)

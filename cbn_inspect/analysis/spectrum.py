@@ -99,13 +99,44 @@ def _matrix_values(mats: torch.Tensor) -> np.ndarray:
     return _descending(vals)
 
 
+# On a GPU, torch's batched eigvalsh is one batched cuSOLVER call (syevjBatched) only for n <= 32; above that it
+# loops over the batch with one syevd launch per matrix, which is launch-bound for the many small matrices of a
+# layer (measured earlier on an H100: 5.4 s of 6.0 s inside eigvalsh for ResNet-50). Matrices with
+# CUDA_BATCHED_MAX_N < n <= cuda_cpu_max_n() are therefore copied to the CPU and solved there by the plain
+# complex128 route; the larger ones stay on the GPU, where each launch carries enough work. NOT measured on a
+# GPU (none was lent to issue 20): the split point is an estimate; CBN_CUDA_CPU_MAX_N overrides it (0: all
+# on the GPU).
+CUDA_BATCHED_MAX_N = 32
+CUDA_CPU_MAX_N = 256
+
+
+def cuda_cpu_max_n() -> int:
+    import os
+
+    try:
+        return int(os.environ.get("CBN_CUDA_CPU_MAX_N", CUDA_CPU_MAX_N))
+    except ValueError:
+        return CUDA_CPU_MAX_N
+
+
+def solve_device(n: int, device_type: str) -> str:
+    """Where a batch of ``n x n`` Gram matrices living on ``device_type`` is solved: ``cpu`` or that device."""
+    if device_type != "cuda":
+        return device_type
+    return "cpu" if CUDA_BATCHED_MAX_N < n <= cuda_cpu_max_n() else "cuda"
+
+
 def _hermitian_values(gram: torch.Tensor, route: str = "auto") -> np.ndarray:
     """sqrt of the eigenvalues of a batch (..., g, n, n) of Hermitian PSD matrices, union over groups, descending.
 
     On the CPU, complex128: the exact route ``route`` of :mod:`._eigen` (``auto``: the mixed complex64 +
     float64 Rayleigh-Ritz route where it pays, within its documented accuracy; ``plain``: complex128
-    LAPACK); torch's on other devices.
+    LAPACK); torch's on other devices, except the mid-sized matrices a GPU solves one launch at a time
+    (:func:`solve_device`), which go to the CPU's plain route.
     """
+    if gram.device.type != "cpu" and solve_device(gram.shape[-1], gram.device.type) == "cpu":
+        gram = gram.cpu()
+        route = "plain"
     if gram.shape[-1] == 1:
         vals = gram.real.reshape(gram.shape[:-1])
     elif gram.device.type == "cpu" and gram.dtype == torch.complex128:
