@@ -36,7 +36,8 @@ def test_golden_random(random_path, golden):
     golden("random_report.txt", render(stable(inspect_source(random_path, FULL))))
 
 
-def test_counts_route_rows_show_the_kept_share(planted_path):
+def test_counts_route_rows_show_the_kept_share(planted_path, monkeypatch):
+    monkeypatch.setenv("CBN_COUNTS_MIN_FREQUENCIES", "1")  # the planted 4x4 grid has 10 frequencies
     report = inspect_source(planted_path)
     assert any(r.route == "counts" for r in report.layers)
     row = next(r for r in report.layers if r.route == "counts")

@@ -55,6 +55,7 @@ ABS_BAND = 64.0  # absolute part of the band, in units of n * eps64 * lambda_max
 INVERSE_STEPS = 4
 DETECT_FACTOR = 10.0
 CANDIDATES = 1  # frequencies solved first for the candidate largest value (largest lower bound), besides the probe
+MIN_FREQUENCIES = 64
 _EPS64 = float(np.finfo(np.float64).eps)
 
 
@@ -212,12 +213,28 @@ def _threshold(rule: ToleranceRule, vmax: float) -> float:
     return rule.value * vmax if rule.name == "relative" else rule.value
 
 
-def compute_counts(plan: KernelPlan, rule: ToleranceRule, *, memory_budget_mb: int = 256) -> FrequencyCounts | None:
-    """The counts route for one layer (module docstring); None where the full route should run instead."""
+def min_frequencies() -> int:
+    """MIN_FREQUENCIES, or the environment variable CBN_COUNTS_MIN_FREQUENCIES (tests, benchmarks)."""
+    import os
+
+    try:
+        return int(os.environ.get("CBN_COUNTS_MIN_FREQUENCIES", MIN_FREQUENCIES))
+    except ValueError:
+        return MIN_FREQUENCIES
+
+
+def compute_counts(plan: KernelPlan, rule: ToleranceRule, *, memory_budget_mb: int = 256,
+                   force: bool = False) -> FrequencyCounts | None:
+    """The counts route for one layer (module docstring); None where the full route should run instead.
+
+    Unless ``force``, also None where the counts route does not pay (measured, benchmarks/bench_counts.py):
+    fewer than MIN_FREQUENCIES frequencies (the candidate and certification solves are then a large share of
+    the full route's), or a layer the full route solves by the mixed eigensolver (already about half a plain
+    solve)."""
     if rule.name not in ("relative", "absolute"):
         raise ValueError(f"the counts route serves the relative and absolute rules, not {rule.name!r}")
     layout = gram_layout(plan, "cpu", memory_budget_mb)
-    if layout is None:
+    if layout is None or not force and (layout.route != "plain" or layout.n_freq < min_frequencies()):
         return None
     _, freqs, mult, width = _prepared(plan, "cpu")
     if plan.rank_bound is not None:

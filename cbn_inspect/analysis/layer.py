@@ -121,7 +121,7 @@ def analyze_layer(layer: ConvLayer, weight: torch.Tensor, settings: Settings, ro
     counted = None
     if route == "counts" and settings.device == "cpu" and settings.precision == "float32" and \
             tolerance.name in ("relative", "absolute"):
-        counted = compute_counts(plan, tolerance, memory_budget_mb=settings.memory_budget_mb)
+        counted = compute_counts(plan, tolerance, memory_budget_mb=settings.memory_budget_mb, force=True)
     elif route is None and counts_route_applies(settings):
         counted = compute_counts(plan, tolerance, memory_budget_mb=settings.memory_budget_mb)
     if counted is not None:
