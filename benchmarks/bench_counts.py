@@ -6,11 +6,11 @@
 
 What is measured, in this process, each repeat in turn (process CPU time and wall time; medians printed):
 
-- **full**: ``analyze_model`` with ``spectrum_route="full"`` (``--exact-values``): every per-frequency singular
-  value of every conv layer, counts, metrics and the bottleneck call, default rule (relative 0.1).
-- **counts**: ``analyze_model`` with the default settings, which take the counts route (analysis/counts.py)
-  wherever it applies: LDL^T inertia counts, the certified largest value, traces; the layers the bottleneck
-  call needs are completed on the full route, and that is included.
+- **full**: ``analyze_model`` with the default ``spectrum_route="full"``: every per-frequency singular value of
+  every conv layer, counts, metrics and the bottleneck call, default rule (relative 0.1).
+- **counts**: ``analyze_model`` with ``spectrum_route="auto"`` (``--counts-route``), which takes the counts
+  route (analysis/counts.py) wherever it applies and pays: LDL^T inertia counts, the certified largest value,
+  traces; the layers the bottleneck call needs are completed on the full route, and that is included.
 - **floor**: the bare LAPACK eigensolves of the same matrices the full route solves, and nothing else: per
   layer the float64 Gram matrices H(m) (built untimed through the full route's own layout), then one batched
   ``eigvalsh`` (complex128; the one-tap layers' real Gram matrix) by torch (MKL) and by numpy (OpenBLAS),
@@ -96,7 +96,7 @@ def main() -> int:
 
     configure_threads(args.threads)
     loaded = load(args.model, input_size=args.size, fold_batchnorm=False)
-    auto = Settings(threads=args.threads)
+    auto = Settings(threads=args.threads, spectrum_route="auto")
     full = dataclasses.replace(auto, spectrum_route="full")
     analyze_model(loaded, auto)  # warm-up: imports, the plain-route choice
     runs: dict[str, list[tuple[float, float]]] = {"full": [], "counts": [], "floor": []}
@@ -119,7 +119,7 @@ def main() -> int:
           f"route; {args.threads} analysis thread(s); {platform.processor() or platform.machine()}; "
           f"load average {load_avg:.2f} after the run")
     print(f"{'what':<34}{'CPU s (median)':>16}{'wall s':>10}   runs (CPU)")
-    for key, label in (("full", "tool, full route (--exact-values)"), ("counts", "tool, counts route (default)"),
+    for key, label in (("full", "tool, full route (default)"), ("counts", "tool, --counts-route"),
                        ("floor", "bare LAPACK floor (eigvalsh only)")):
         print(f"{label:<34}{med[key][0]:>16.2f}{med[key][1]:>10.2f}   "
               + ", ".join(f"{c:.2f}" for c, _ in runs[key]))

@@ -322,10 +322,11 @@ class Settings:
     max_utilisation: float = 0.5
     edge_layers: int = 1
     keep_spectra: bool = False
-    # "auto": the counts route (analysis/counts.py) where the request needs only counts (relative/absolute
-    # rule, no kept spectra, float32 level, CPU), the full route otherwise; "full" (--exact-values): every
-    # singular value always. Counts, largest values and the bottleneck call are the same either way.
-    spectrum_route: str = "auto"
+    # "full" (the default, --exact-values): every singular value; "auto" (--counts-route): the counts route
+    # (analysis/counts.py) where the request needs only counts (relative/absolute rule, no kept spectra, float32
+    # level, CPU) and it pays per layer. Counts, largest values and the bottleneck call are the same either way;
+    # "auto" is not the default because it was measured slower end to end (README "Speed: the counts route").
+    spectrum_route: str = "full"
     device: str = "cpu"
     memory_budget_mb: int = 256
     threads: int | None = None  # analysis worker threads; None = the cores available (does not change results)

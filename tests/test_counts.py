@@ -151,13 +151,15 @@ def test_unserved_layers_fall_back_to_the_full_route():
 def test_route_selection_follows_the_request():
     from cbn_inspect.analysis.layer import counts_route_applies
 
-    assert counts_route_applies(Settings())
-    assert counts_route_applies(Settings(tolerance=ToleranceRule("absolute", 0.5)))
-    assert not counts_route_applies(Settings(keep_spectra=True))
-    assert not counts_route_applies(Settings(spectrum_route="full"))
-    assert not counts_route_applies(Settings(tolerance=ToleranceRule("gap", 10.0)))
-    assert not counts_route_applies(Settings(tolerance=ToleranceRule("energy", 0.9)))
-    assert not counts_route_applies(Settings(precision="float64"))
+    auto = Settings(spectrum_route="auto")
+    assert not counts_route_applies(Settings())  # the default is the full route
+    assert counts_route_applies(auto)
+    assert counts_route_applies(dataclasses.replace(auto, tolerance=ToleranceRule("absolute", 0.5)))
+    assert not counts_route_applies(dataclasses.replace(auto, keep_spectra=True))
+    assert not counts_route_applies(dataclasses.replace(auto, tolerance=ToleranceRule("gap", 10.0)))
+    assert not counts_route_applies(dataclasses.replace(auto, tolerance=ToleranceRule("energy", 0.9)))
+    assert not counts_route_applies(dataclasses.replace(auto, precision="float64"))
+    assert not counts_route_applies(dataclasses.replace(auto, device="cuda"))
 
 
 # ---------------------------------------------------------------- real models and the bottleneck call
@@ -170,7 +172,7 @@ def _model_check(name: str, size: str | None, thresholds=THRESHOLDS):
 
     loaded = load(name, input_size=size)
     for tol in thresholds:
-        settings = Settings(tolerance=ToleranceRule("relative", tol))
+        settings = Settings(tolerance=ToleranceRule("relative", tol), spectrum_route="auto")
         for layer in loaded.layers:
             layer = resolve_grid(layer, settings)
             _compare(layer, layer.weight.load(), settings)
@@ -208,7 +210,7 @@ def test_bundled_samples_counts_and_call_equal(monkeypatch):
     for path in sorted(samples.glob("*.safetensors")):
         loaded = load(str(path))
         for tol in THRESHOLDS:
-            settings = Settings(tolerance=ToleranceRule("relative", tol))
+            settings = Settings(tolerance=ToleranceRule("relative", tol), spectrum_route="auto")
             for layer in loaded.layers:
                 layer = resolve_grid(layer, settings)
                 _compare(layer, layer.weight.load(), settings)

@@ -23,7 +23,7 @@ from ._options import (
     ArchOption, InputSizeOption, OnnxBranchOption,
     DegreeOption, DeviceOption, FoldBnOption, GridOption, KeyOption, LayersOption, MaxUtilisationOption,
     MaxLayersOption, MaxMemoryOption, MemoryBudgetOption,
-    MinGapOption, PrecisionOption, SpectraOption, ExactValuesOption, TolValueOption, ToleranceOption, TrustCodeOption,
+    MinGapOption, PrecisionOption, SpectraOption, ExactValuesOption, CountsRouteOption, TolValueOption, ToleranceOption, TrustCodeOption,
     build_settings,
     ActivationSideOption, ActivationsOption, BatchSizeOption, CenterOption, InterpolationOption, MaxInputsOption,
     MeanOption, QuietOption, SeedOption, StdOption, build_activation_settings,
@@ -87,6 +87,7 @@ def report_command(
     json_out: Annotated[Optional[str], typer.Option("--json", metavar="FILE", help="Write the JSON report to FILE; `-` for stdout (then nothing else goes there).")] = None,
     spectra: SpectraOption = False,
     exact_values: ExactValuesOption = False,
+    counts_route: CountsRouteOption = False,
     layers: LayersOption = None,
     grid: GridOption = None,
     tolerance: ToleranceOption = Rule.relative,
@@ -125,7 +126,8 @@ def report_command(
         settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, spectra,
                                   device, min_gap, max_utilisation, threads=threads, memory_budget=memory_budget,
                                   max_memory=max_memory, max_layers=max_layers, timeout=timeout,
-                                  exact_values=exact_values or json_out is None)
+                                  exact_values=exact_values or json_out is None,
+                                  counts_route=counts_route)
         activation_settings = build_activation_settings(activations, activation_side, center, batch_size,
                                                         max_inputs, seed, mean, std, interpolation, device)
         report = _report(source, json_out=json_out, spectra=spectra, plot=plot, html=html, quiet=quiet,

@@ -78,7 +78,7 @@ def _settings(settings: Settings) -> dict[str, Any]:
             "edge_layers": settings.edge_layers,
         },
         # only when not the default, so that the audit's row keys of default runs stay as they were
-        **({"spectrum_route": settings.spectrum_route} if settings.spectrum_route != "auto" else {}),
+        **({"spectrum_route": settings.spectrum_route} if settings.spectrum_route != "full" else {}),
     }
 
 
