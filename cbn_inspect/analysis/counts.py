@@ -8,23 +8,26 @@ full route's answers, at the cost of one LDL^T factorisation per matrix instead 
 1. **Layout.** The matrices are built with the full route's own layout (:class:`.spectrum.GramLayout`:
    same source, same chunks, same probe, same eigensolver route), so any frequency this route *solves* is
    solved from the same bits by the same call as the full route, and gives the same values.
-2. **Largest value, certified.** Pass 1 takes the traces and, per frequency, a lower bound (largest
-   diagonal entry) and an upper bound (the least of the Frobenius norm, the largest absolute row sum and the
-   trace) on lambda_max. The few frequencies with the largest bounds (and the probe) are solved exactly:
-   candidate L. Every other frequency must be shown to hold nothing above ``L (1 - CERT_MARGIN)``: by its
-   upper bound, or else by a Cholesky factorisation of ``L (1 - CERT_MARGIN) I - H(m)`` (it succeeds only if
-   the matrix is positive definite). A frequency that fails is solved exactly and may raise L. So the
+2. **Largest value, certified.** Pass 1 takes the traces and, per frequency, a lower bound (the Rayleigh
+   quotient after two power steps, or the largest diagonal entry) and an upper bound (the Frobenius norm, or
+   the trace) on lambda_max. The probe and the frequency with the largest lower bound are solved exactly
+   (and any whose lower bound comes within CERT_MARGIN of the result): candidate L. Every other frequency
+   must be shown to hold nothing above ``L (1 - CERT_MARGIN)``: by its upper bound, or else by a complex64
+   Cholesky factorisation of ``L (1 - CERT_MARGIN) I - H(m)`` (it succeeds only if the matrix is positive
+   definite up to a backward error of a modest multiple of sqrt(n) eps32 L, far inside the 1e-3 margin).
+   A frequency that fails is solved exactly and may raise L; the rest are checked again at the new level. So the
    largest value is the full route's, bit for bit: it comes from one of the solved frequencies, and every
    frequency whose value could be within the full route's round-off of it was solved.
 3. **Counts by inertia.** Sylvester's law of inertia: the number of eigenvalues of H(m) above t is the
    number of positive eigenvalues of D in ``H(m) - t I = P L D L^H P^T`` (LAPACK ``zhetrf``, Bunch-Kaufman,
-   through ``torch.linalg.ldl_factor_ex``, batched over the chunk); D has 1x1 and 2x2 blocks, a 2x2 block
+   through scipy one matrix at a time, or ``torch.linalg.ldl_factor_ex`` batched where scipy is missing); D has 1x1 and 2x2 blocks, a 2x2 block
    ``[[a, conj(b)], [b, c]]`` holds two positive eigenvalues when ``ac - |b|^2 > 0`` and ``a + c > 0``, one
    when ``ac - |b|^2 < 0``.
-4. **Ties** (the documented rule): a value within ``band = TIE_BAND t + 64 n eps lambda_max`` of the threshold
-   (in lambda) is a *tie*: its side of the threshold is decided by the full route's own eigensolver, never
-   by the factorisation. The band covers the full route's round-off (at most 1e-4 relative on singular
-   values, :mod:`._eigen`) ten times over. A frequency may hold a tie when four steps of inverse iteration
+4. **Ties** (the documented rule): a value within ``band = 64 n eps lambda_max`` of the threshold (in lambda),
+   plus ``TIE_BAND t`` on layers the full route solves by the mixed eigensolver, is a *tie*: its side of the
+   threshold is decided by the full route's own eigensolver, never by the factorisation. The band covers the
+   full route's round-off (complex128 LAPACK's; the mixed route's documented 1e-4 relative on singular
+   values, :mod:`._eigen`, five times over). A frequency may hold a tie when four steps of inverse iteration
    with the LDL^T factors (from a fixed pseudo-random start) show ``||(H - t I)^-1|| >= 1 / (10 band)``; such a
    frequency is solved exactly and counted from its values, like the full route. A tie escapes detection
    only if the start vector is within 1e-4 of orthogonal to the eigenvector at the threshold (probability
@@ -32,7 +35,8 @@ full route's answers, at the cost of one LDL^T factorisation per matrix instead 
 
 Where the layout does not apply (one tap, one row or column: a single solve or vector norms serve all
 frequencies), a threshold of zero, or a zero layer, :func:`compute_counts` returns None and the caller takes
-the full route, which is as cheap there. Pure tensor code: no I/O.
+the full route, which is as cheap there; unless forced, also where the route does not pay (fewer than
+MIN_FREQUENCIES frequencies, or a layer on the mixed eigensolver). Pure tensor code: no I/O.
 """
 
 from __future__ import annotations
