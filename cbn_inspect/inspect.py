@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ._limits import TimeBudget, check_layer_count, check_memory, memory_room
-from .analysis import layer_evidence, layers_in_flight, locate_bottleneck, resolve_grid, submit_layer
+from .analysis import analyze_layer, layer_evidence, layers_in_flight, locate_bottleneck, resolve_grid, submit_layer
 from .analysis.layer import unit_axes
 from .errors import CbnError, NothingToAnalyseError, ResourceLimitError, UnreadableInputError, UsageError
 from .loaders import load, parse_input_size
@@ -75,6 +75,21 @@ def _tick(progress, reports: list[LayerReport], total: int) -> None:
         progress(len(reports), total, reports[-1].layer.name)
 
 
+def _complete(reports: list[LayerReport], index: int, settings: Settings, loaded: LoadedModel):
+    """Analyse layer ``index`` again on the full route (the bottleneck call needs its gap), replace its report
+    in ``reports``, and return its metrics."""
+    layer = reports[index].layer
+    try:
+        weight = layer.weight.load()
+    except CbnError:
+        raise
+    except Exception as exc:
+        raise UnreadableInputError(f"{loaded.source.path}: cannot read layer {layer.name}: {_short(exc)}") from exc
+    report = analyze_layer(layer, weight, settings, route="full")
+    reports[index] = report
+    return report.metrics
+
+
 def analyze_model(loaded: LoadedModel, settings: Settings | None = None,
                   progress: Callable[[int, int, str], None] | None = None) -> ModelReport:
     """Analyse every selected conv layer of a loaded model and locate its bottleneck.
@@ -122,7 +137,9 @@ def analyze_model(loaded: LoadedModel, settings: Settings | None = None,
     clock.check(f"after all {len(layers)} layers")
     names = [r.layer.name for r in reports]
     bottleneck = locate_bottleneck(names, [r.metrics for r in reports], settings,
-                                   layers=[layer_evidence(r) for r in reports])
+                                   layers=[layer_evidence(r) for r in reports],
+                                   counts_only=[i for i, r in enumerate(reports) if r.route == "counts"],
+                                   full_metrics=lambda i: _complete(reports, i, settings, loaded))
     return ModelReport(
         source=loaded.source,
         settings=settings,

@@ -207,7 +207,7 @@ class LayerMetrics:
     threshold: float
     spectral_norm: float
     stable_rank: float
-    effective_rank: float
+    effective_rank: float | None  # None on the counts route (it needs every value)
     smallest_kept: float | None
     largest_discarded: float | None
     gap_ratio: float | None
@@ -254,6 +254,9 @@ class LayerReport:
     spectrum: Spectrum | None = None
     flags: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    # "full": every singular value was computed; "counts": counts above the threshold, the largest value and
+    # traces only (analysis/counts.py): effective rank, smallest kept, largest discarded, gap and profile unknown
+    route: str = "full"
 
 
 @dataclass(frozen=True)
@@ -322,6 +325,11 @@ class Settings:
     max_utilisation: float = 0.5
     edge_layers: int = 1
     keep_spectra: bool = False
+    # "full" (the default, --exact-values): every singular value; "auto" (--counts-route): the counts route
+    # (analysis/counts.py) where the request needs only counts (relative/absolute rule, no kept spectra, float32
+    # level, CPU) and it pays per layer. Counts, largest values and the bottleneck call are the same either way;
+    # "auto" is not the default because it was measured slower end to end (README "Speed: the counts route").
+    spectrum_route: str = "full"
     device: str = "cpu"
     memory_budget_mb: int = 256
     threads: int | None = None  # analysis worker threads; None = the cores available (does not change results)

@@ -143,6 +143,9 @@ def test_report_numbers_are_finite(cli, planted_path):
     data = cli.json(planted_path)
     for layer in data["layers"]:
         for key in ("spectral_norm", "stable_rank", "effective_rank", "utilisation"):
+            if layer[key] is None:  # the counts route (default with --json) leaves the effective rank unknown
+                assert key == "effective_rank" and layer["route"] == "counts"
+                continue
             assert math.isfinite(layer[key])
 
 

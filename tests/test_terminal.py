@@ -8,7 +8,9 @@ import io
 from rich.console import Console
 
 from cbn_inspect import inspect_source
+from cbn_inspect.records import Settings
 from cbn_inspect.report import TerminalReport, format_degrees
+from cbn_inspect.report.terminal import BARS, spark
 
 
 def render(report, width=80) -> str:
@@ -22,12 +24,26 @@ def stable(report):
     return dataclasses.replace(report, source=dataclasses.replace(report.source, path="planted.safetensors"))
 
 
+# the terminal table of `cbn-inspect SOURCE` (no --json) is drawn from the full route: its sparklines need every value
+FULL = Settings(spectrum_route="full")
+
+
 def test_golden_planted(planted_path, golden):
-    golden("planted_report.txt", render(stable(inspect_source(planted_path))))
+    golden("planted_report.txt", render(stable(inspect_source(planted_path, FULL))))
 
 
 def test_golden_random(random_path, golden):
-    golden("random_report.txt", render(stable(inspect_source(random_path))))
+    golden("random_report.txt", render(stable(inspect_source(random_path, FULL))))
+
+
+def test_counts_route_rows_show_the_kept_share(planted_path, monkeypatch):
+    monkeypatch.setenv("CBN_COUNTS_MIN_FREQUENCIES", "1")  # the planted 4x4 grid has 10 frequencies
+    report = inspect_source(planted_path, Settings(spectrum_route="auto"))
+    assert any(r.route == "counts" for r in report.layers)
+    row = next(r for r in report.layers if r.route == "counts")
+    text = spark(row).plain
+    kept = round(row.metrics.utilisation * len(text))
+    assert text == BARS[-1] * kept + "·" * (len(text) - kept)
 
 
 def test_every_width_from_60_fits(planted_path):

@@ -95,5 +95,7 @@ def test_pipelined_model_equals_layer_by_layer(tmp_path):
         configure_threads(None)
     assert [r.layer.name for r in report.layers] == [r.layer.name for r in serial]
     for got, want in zip(report.layers, serial):
+        if got.route != want.route:  # a layer the bottleneck call completed on the full route
+            want = analyze_layer(got.layer, got.layer.weight.load(), one, route=got.route)
         assert got.metrics == want.metrics
     assert report.bottleneck.found

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Collection, Sequence
 
 from ..records import Bottleneck, LayerEvidence, LayerMetrics, Settings
 from ._path import side_layers
@@ -148,6 +148,19 @@ def _evaluate(run: list[int], metrics: Sequence[LayerMetrics], names: Sequence[s
                       strength=_strength(typical, utilisation, len(run), settings), failures=tuple(failures))
 
 
+def _key_bound(run: list[int], metrics: Sequence[LayerMetrics], settings: Settings) -> tuple:
+    """An upper bound on ``_evaluate(run).key()`` from counts alone (no gaps): trimming only removes end
+    layers while more than ``min_plateau`` remain, so the trimmed run is at most as long, its rank at least the
+    lowest count, and its utilisation at least the least, over windows of ``min_plateau`` layers, of a
+    window's largest; the gap score is at most 1."""
+    width = min(len(run), settings.min_plateau)
+    util = [metrics[i].utilisation for i in run]
+    least = min(max(util[k: k + width]) for k in range(len(run) - width + 1))
+    passes = len(run) >= settings.min_plateau and least <= settings.max_utilisation
+    strength = _strength(100.0, least, len(run), settings)  # gap 100x: the gap score's ceiling of 1
+    return (passes, strength, len(run), -min(metrics[i].mode_count for i in run))
+
+
 def _describe(c: _Candidate, names: Sequence[str], reason: str) -> dict:
     return {"start": names[c.run[0]], "end": names[c.run[-1]], "start_index": c.run[0], "end_index": c.run[-1],
             "rank": c.rank, "strength": c.strength, "reason": reason}
@@ -166,12 +179,20 @@ def locate_bottleneck(
     settings: Settings,
     *,
     layers: Sequence[LayerEvidence | None] | None = None,
+    counts_only: Collection[int] = (),
+    full_metrics: Callable[[int], LayerMetrics] | None = None,
 ) -> Bottleneck:
     """The bottleneck of layers in data-flow order; ``metrics[i]`` is None for a layer not analysed.
 
     ``layers`` (optional, one per name) adds what the counts alone do not say: channels and grids (to find
     side layers) and whether taps were wrapped. Without it, side layers are judged from the metrics' grids
     and capacities and the names.
+
+    ``counts_only`` names layers analysed by the counts route (their gaps are unknown) and ``full_metrics(i)``
+    gives such a layer's full-route metrics. Candidate runs depend on counts alone; a candidate's layers are
+    completed only when the candidate is evaluated, and candidates are evaluated in the order of an upper
+    bound on their sort key (:func:`_key_bound`, from counts alone) until the two best are known. The call
+    is therefore the one every layer on the full route gives, at the cost of the layers it needs.
     """
     evidence = list(layers) if layers is not None else [None] * len(names)
     side = side_layers(names, metrics, evidence)
@@ -194,11 +215,28 @@ def locate_bottleneck(
         elif segments[-1]:
             segments.append([])
     counts = {i: metrics[i].mode_count for i in usable}  # type: ignore[union-attr]
-    ms: list[LayerMetrics] = metrics  # type: ignore[assignment]
-    candidates = sorted((_evaluate(run, ms, names, settings)
-                         for run in _candidate_runs([s for s in segments if s], counts, settings.plateau_tolerance,
-                                                     settings.min_plateau)),
-                        key=_Candidate.key, reverse=True)
+    ms: list[LayerMetrics] = list(metrics)  # type: ignore[arg-type]
+    runs = _candidate_runs([s for s in segments if s], counts, settings.plateau_tolerance, settings.min_plateau)
+    pending = set(counts_only) if full_metrics is not None else set()
+
+    def evaluate(run: list[int]) -> _Candidate:
+        for i in run:
+            if i in pending:
+                ms[i] = full_metrics(i)  # type: ignore[misc]
+                pending.discard(i)
+        return _evaluate(run, ms, names, settings)
+
+    if not pending.intersection(i for run in runs for i in run):
+        evaluated = {k: evaluate(run) for k, run in enumerate(runs)}
+    else:
+        bounds = [_key_bound(run, ms, settings) for run in runs]
+        evaluated = {}
+        for k in sorted(range(len(runs)), key=lambda k: bounds[k], reverse=True):
+            keys = sorted((c.key() for c in evaluated.values()), reverse=True)
+            if len(keys) >= 2 and bounds[k] < keys[1]:
+                break  # neither this candidate nor any after it can be among the two best
+            evaluated[k] = evaluate(runs[k])
+    candidates = sorted((evaluated[k] for k in sorted(evaluated)), key=_Candidate.key, reverse=True)
     best = candidates[0]
     runner_up = candidates[1] if len(candidates) > 1 else None
     return _bottleneck(best, runner_up, ms, names, evidence, side_info, settings)

@@ -8,9 +8,14 @@ spectral norm, energy share per degree) come with them. Pure numpy: no I/O.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..records import LayerMetrics, Spectrum, ToleranceRule
+
+if TYPE_CHECKING:
+    from .counts import FrequencyCounts
 
 TOLERANCE_RULES = ("relative", "absolute", "gap", "energy")
 DEGREE_METRICS = ("l1", "linf")
@@ -87,34 +92,52 @@ def count_modes(spectrum: Spectrum, rule: ToleranceRule) -> LayerMetrics:
         kept &= vals > 0
 
     kept_rows = kept.sum(axis=1)
-    mode_count = int((kept_rows * mult).sum())
     smallest_kept = float(vals[kept].min()) if kept.any() else None
     largest_discarded = float(vals[~kept].max()) if (~kept).any() else None
     gap = None
     if smallest_kept is not None and largest_discarded is not None:
         gap = smallest_kept / max(largest_discarded, vmax * NUMERICAL_FLOOR)
-
-    energy = (vals**2).sum(axis=1) * mult
-    total_energy = float(energy.sum())
-    degree_counts, pair_counts, energy_share = {}, {}, {}
-    for metric in DEGREE_METRICS:
-        deg = frequency_degrees(spectrum.frequencies, spectrum.grid, metric)
-        degree_counts[metric] = _nonzero_ints(_by_degree(deg, kept_rows * mult))
-        pair_counts[metric] = _nonzero_ints(_by_degree(deg, kept_rows.astype(np.float64)))
-        shares = _by_degree(deg, energy / total_energy if total_energy > 0 else energy * 0)
-        energy_share[metric] = shares
-
     if vmax > 0:
-        stable_rank = float((flat**2 * weights).sum() / vmax**2)
         p = flat * weights / float((flat * weights).sum())
         nz = p > 0
         effective_rank = float(np.exp(-(p[nz] * np.log(p[nz] / weights[nz])).sum()))
     else:
-        stable_rank = effective_rank = 0.0
+        effective_rank = 0.0
+    return _assemble(spectrum.frequencies, spectrum.grid, mult, kept_rows, (vals**2).sum(axis=1), vmax,
+                     threshold, capacity, effective_rank=effective_rank, smallest_kept=smallest_kept,
+                     largest_discarded=largest_discarded, gap=gap, profile=_profile(flat, weights),
+                     leading=_leading(flat, weights))
 
-    profile, leading = _profile(flat, weights), _leading(flat, weights)
+
+def metrics_from_counts(counts: "FrequencyCounts") -> LayerMetrics:
+    """The layer's metrics from the counts route (:mod:`.counts`): every count, the largest value, the
+    stable rank and the energy per degree, as :func:`count_modes` gives them from the full spectrum; what
+    needs every value (effective rank, smallest kept and largest discarded value, gap, profile) is None
+    or empty."""
+    kept_rows = np.minimum(counts.counts, counts.width)
+    return _assemble(counts.frequencies, counts.grid, counts.multiplicity, kept_rows, counts.energy, counts.vmax,
+                     counts.threshold, counts.capacity)
+
+
+def _assemble(frequencies: np.ndarray, grid: tuple[int, ...], mult: np.ndarray, kept_rows: np.ndarray,
+              row_energy: np.ndarray, vmax: float, threshold: float, capacity: int, *,
+              effective_rank: float | None = None, smallest_kept: float | None = None,
+              largest_discarded: float | None = None, gap: float | None = None,
+              profile: tuple[float, ...] = (), leading: tuple[float, ...] = ()) -> LayerMetrics:
+    """LayerMetrics from per-frequency kept counts and energies (sum sigma^2), shared by both routes."""
+    mode_count = int((kept_rows * mult).sum())
+    energy = row_energy * mult
+    total_energy = float(energy.sum())
+    degree_counts, pair_counts, energy_share = {}, {}, {}
+    for metric in DEGREE_METRICS:
+        deg = frequency_degrees(frequencies, grid, metric)
+        degree_counts[metric] = _nonzero_ints(_by_degree(deg, kept_rows * mult))
+        pair_counts[metric] = _nonzero_ints(_by_degree(deg, kept_rows.astype(np.float64)))
+        shares = _by_degree(deg, energy / total_energy if total_energy > 0 else energy * 0)
+        energy_share[metric] = shares
+    stable_rank = total_energy / vmax**2 if vmax > 0 else 0.0
     kept_freqs = tuple(
-        (tuple(int(x) for x in spectrum.frequencies[i]), int(kept_rows[i])) for i in np.flatnonzero(kept_rows)
+        (tuple(int(x) for x in frequencies[i]), int(kept_rows[i])) for i in np.flatnonzero(kept_rows)
     )
     return LayerMetrics(
         mode_count=mode_count,
@@ -130,7 +153,7 @@ def count_modes(spectrum: Spectrum, rule: ToleranceRule) -> LayerMetrics:
         pair_degree_counts=pair_counts,
         energy_by_degree=energy_share,
         kept_frequencies=kept_freqs,
-        grid=tuple(spectrum.grid),
+        grid=tuple(grid),
         profile=profile,
         leading=leading,
     )

@@ -14,7 +14,8 @@ import torch
 
 from ..records import BatchNormParams, ConvLayer, LayerEvidence, LayerReport, Settings
 from ._threads import analysis_threads, configure_threads, submit
-from .counting import count_modes
+from .counting import count_modes, metrics_from_counts
+from .counts import compute_counts
 from .geometry import plan_kernel
 from .spectrum import compute_spectrum
 
@@ -79,8 +80,22 @@ ZERO_SCALE_NOTE = ("its kernel is not zero, but the BatchNorm after it scales ev
                    "--no-fold-bn analyses the kernel itself")
 
 
-def analyze_layer(layer: ConvLayer, weight: torch.Tensor, settings: Settings) -> LayerReport:
-    """Spectrum and metrics of one layer whose grid is resolved (see :func:`resolve_grid`)."""
+SPECTRUM_ROUTES = ("auto", "full")
+
+
+def counts_route_applies(settings: Settings) -> bool:
+    """Whether ``settings`` ask only for what the counts route (:mod:`.counts`) gives exactly: a relative or
+    absolute rule, no kept spectra, the float32 accuracy level (the Gram path), the CPU, and no --exact-values."""
+    return (settings.spectrum_route == "auto" and not settings.keep_spectra and settings.precision == "float32"
+            and settings.device == "cpu" and settings.tolerance.name in ("relative", "absolute"))
+
+
+def analyze_layer(layer: ConvLayer, weight: torch.Tensor, settings: Settings, route: str | None = None) -> LayerReport:
+    """Spectrum and metrics of one layer whose grid is resolved (see :func:`resolve_grid`).
+
+    ``route`` None follows ``settings`` (:func:`counts_route_applies`); ``full`` computes every value;
+    ``counts`` takes the counts route where the layer allows it (tests, benchmarks). The report's ``route``
+    says which ran: a layer the counts route does not serve (one tap, depthwise, zero) is ``full``."""
     assert layer.grid is not None, "resolve_grid first"
     if settings.threads is not None:
         configure_threads(settings.threads)
@@ -107,12 +122,21 @@ def analyze_layer(layer: ConvLayer, weight: torch.Tensor, settings: Settings) ->
     plan = plan_kernel(weight, layer.grid, groups=layer.groups, stride=layer.stride,
                        dilation=layer.dilation, transposed=layer.transposed)
     notes.extend(plan.notes)
-    spectrum = compute_spectrum(plan, precision=settings.precision, device=settings.device,
-                                memory_budget_mb=settings.memory_budget_mb)
     tolerance = settings.tolerance
     if exponent and tolerance.name == "absolute":  # an absolute threshold applies to the unscaled values
         tolerance = dataclasses.replace(tolerance, value=_ldexp(tolerance.value, -exponent))
-    metrics = count_modes(spectrum, tolerance)
+    counted = None
+    if route == "counts" and settings.device == "cpu" and settings.precision == "float32" and \
+            tolerance.name in ("relative", "absolute"):
+        counted = compute_counts(plan, tolerance, memory_budget_mb=settings.memory_budget_mb, force=True)
+    elif route is None and counts_route_applies(settings):
+        counted = compute_counts(plan, tolerance, memory_budget_mb=settings.memory_budget_mb)
+    if counted is not None:
+        spectrum, metrics = None, metrics_from_counts(counted)
+    else:
+        spectrum = compute_spectrum(plan, precision=settings.precision, device=settings.device,
+                                    memory_budget_mb=settings.memory_budget_mb)
+        metrics = count_modes(spectrum, tolerance)
     if exponent:
         metrics, spectrum = _denormalise(metrics, spectrum, exponent)
         if not math.isfinite(metrics.spectral_norm):
@@ -135,7 +159,7 @@ def analyze_layer(layer: ConvLayer, weight: torch.Tensor, settings: Settings) ->
             notes.append(ZERO_SCALE_NOTE)
     return LayerReport(layer=layer, spectrum_grid=plan.grid, exact=exact, metrics=metrics,
                        spectrum=spectrum if settings.keep_spectra else None,
-                       flags=tuple(flags), notes=tuple(notes))
+                       flags=tuple(flags), notes=tuple(notes), route="full" if counted is None else "counts")
 
 
 def layer_evidence(report: LayerReport) -> LayerEvidence:

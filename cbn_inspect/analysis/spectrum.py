@@ -36,6 +36,7 @@ Pure tensor code: no I/O.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -98,13 +99,44 @@ def _matrix_values(mats: torch.Tensor) -> np.ndarray:
     return _descending(vals)
 
 
+# On a GPU, torch's batched eigvalsh is one batched cuSOLVER call (syevjBatched) only for n <= 32; above that it
+# loops over the batch with one syevd launch per matrix, which is launch-bound for the many small matrices of a
+# layer (measured earlier on an H100: 5.4 s of 6.0 s inside eigvalsh for ResNet-50). Matrices with
+# CUDA_BATCHED_MAX_N < n <= cuda_cpu_max_n() are therefore copied to the CPU and solved there by the plain
+# complex128 route; the larger ones stay on the GPU, where each launch carries enough work. NOT measured on a
+# GPU (none was lent to issue 20): the split point is an estimate; CBN_CUDA_CPU_MAX_N overrides it (0: all
+# on the GPU).
+CUDA_BATCHED_MAX_N = 32
+CUDA_CPU_MAX_N = 256
+
+
+def cuda_cpu_max_n() -> int:
+    import os
+
+    try:
+        return int(os.environ.get("CBN_CUDA_CPU_MAX_N", CUDA_CPU_MAX_N))
+    except ValueError:
+        return CUDA_CPU_MAX_N
+
+
+def solve_device(n: int, device_type: str) -> str:
+    """Where a batch of ``n x n`` Gram matrices living on ``device_type`` is solved: ``cpu`` or that device."""
+    if device_type != "cuda":
+        return device_type
+    return "cpu" if CUDA_BATCHED_MAX_N < n <= cuda_cpu_max_n() else "cuda"
+
+
 def _hermitian_values(gram: torch.Tensor, route: str = "auto") -> np.ndarray:
     """sqrt of the eigenvalues of a batch (..., g, n, n) of Hermitian PSD matrices, union over groups, descending.
 
     On the CPU, complex128: the exact route ``route`` of :mod:`._eigen` (``auto``: the mixed complex64 +
     float64 Rayleigh-Ritz route where it pays, within its documented accuracy; ``plain``: complex128
-    LAPACK); torch's on other devices.
+    LAPACK); torch's on other devices, except the mid-sized matrices a GPU solves one launch at a time
+    (:func:`solve_device`), which go to the CPU's plain route.
     """
+    if gram.device.type != "cpu" and solve_device(gram.shape[-1], gram.device.type) == "cpu":
+        gram = gram.cpu()
+        route = "plain"
     if gram.shape[-1] == 1:
         vals = gram.real.reshape(gram.shape[:-1])
     elif gram.device.type == "cpu" and gram.dtype == torch.complex128:
@@ -287,6 +319,82 @@ def _single_tap_values(kernel: torch.Tensor, gram: bool) -> np.ndarray:
     return _hermitian_values(gram.unsqueeze(0))[0]
 
 
+@dataclass(frozen=True)
+class GramLayout:
+    """How the Gram path of :func:`compute_spectrum` builds and solves a layer's matrices H(m) (F, g, n, n).
+
+    The counts route (:mod:`.counts`) uses the same layout, so a frequency it solves is solved from the
+    very same bits by the very same eigensolver call as the full route: frequency 0 alone (``probe``, by
+    the plain route, when the layer is probed), then chunks of ``step`` frequencies from ``first``.
+    """
+
+    source: Callable  # (start, stop) -> H(m) for those representatives, complex128 (F, g, n, n)
+    step: int
+    first: int
+    route: str  # the eigensolver route of the chunks (_eigen.hermitian_eigenvalues)
+    probe: np.ndarray | None  # (1, g*n) singular values of frequency 0 by the plain route, or None
+    n_freq: int
+
+    def chunks(self) -> list[tuple[int, int]]:
+        """(start, stop) of every chunk the full route solves, the probe's (0, 1) first when there is one."""
+        head = [(0, 1)] if self.first else []
+        return head + [(s, min(s + self.step, self.n_freq)) for s in range(self.first, self.n_freq, self.step)]
+
+    def values(self, start: int, mats: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Singular values (descending, union over groups) of matrices of the chunk starting at ``start``,
+        exactly as the full route computes them there."""
+        mats = mats if isinstance(mats, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(mats))
+        return _hermitian_values(mats, "plain" if (self.first and start == 0) else self.route)
+
+
+def _prepared(plan: KernelPlan, device: str) -> tuple[torch.Tensor, np.ndarray, np.ndarray, int]:
+    """The float64 kernel without all-zero channels, the representatives, their multiplicities, the width."""
+    freqs, mult = representative_frequencies(plan.grid)
+    g, co, ci = plan.kernel.shape[:3]
+    kernel = _drop_zero_channels(plan.kernel.to(device=device, dtype=torch.float64))
+    return kernel, freqs, mult, g * min(co, ci)
+
+
+def _gram_layout(kernel: torch.Tensor, grid: tuple[int, ...], freqs: np.ndarray, memory_budget_mb: int,
+                 workers: int) -> GramLayout:
+    """The Gram source, chunking and eigensolver route of a multi-tap kernel with ``min(co, ci) > 1``."""
+    g, co, ci = kernel.shape[:3]
+    taps = tuple(kernel.shape[3:])
+    n_freq = len(freqs)
+    if co > ci:  # the singular values of W and W^T agree: make the Gram matrix the smaller one
+        kernel = kernel.transpose(1, 2)
+        co, ci = ci, co
+    by_offsets = _offsets_pay(g, co, ci, taps, n_freq, memory_budget_mb)
+    if by_offsets:
+        source = _offset_gram_source(kernel, grid, freqs)
+    else:
+        source = _direct_gram_source(kernel, grid, freqs)
+    # per frequency: H, the solver's copy and slack; plus W_hat(m) when direct. The packed tap products
+    # take at most half the budget (_offsets_pay), the chunks in flight the other half.
+    per_freq = 48 * g * co * co + (0 if by_offsets else 16 * g * co * ci)
+    step = _chunk_size(per_freq, memory_budget_mb // 2 if by_offsets else memory_budget_mb, n_freq, workers)
+    route, probe = "plain", None
+    if kernel.device.type == "cpu" and probe_pays(co):
+        # The first frequency, by the plain route, decides the layer's eigensolver route (_eigen.layer_route):
+        # a choice that depends on the layer alone, not on chunks or threads.
+        probe = _hermitian_values(source(0, 1), "plain")
+        route = layer_route(probe[0] ** 2, co)
+    return GramLayout(source=source, step=step, first=0 if probe is None else 1, route=route, probe=probe,
+                      n_freq=n_freq)
+
+
+def gram_layout(plan: KernelPlan, device: str = "cpu", memory_budget_mb: int = 256) -> GramLayout | None:
+    """The layout the full route's default (float32-level Gram) path uses for ``plan``; None where that path
+    takes no per-frequency Hermitian solves (one tap, one row or column, no channels): there the full route
+    is a single solve or vector norms, cheaper than any count."""
+    kernel, freqs, _, _ = _prepared(plan, device)
+    _, co, ci = kernel.shape[:3]
+    if min(co, ci) <= 1 or math.prod(kernel.shape[3:]) == 1:
+        return None
+    workers = analysis_threads() if kernel.device.type == "cpu" else 1
+    return _gram_layout(kernel, plan.grid, freqs, memory_budget_mb, workers)
+
+
 def compute_spectrum(
     plan: KernelPlan,
     *,
@@ -329,27 +437,11 @@ def compute_spectrum(
     workers = analysis_threads() if kernel.device.type == "cpu" else 1
     first = 0  # frequencies before this one are already in ``out``
     if gram and min(co, ci) > 1:
-        if co > ci:  # the singular values of W and W^T agree: make the Gram matrix the smaller one
-            kernel = kernel.transpose(1, 2)
-            co, ci = ci, co
-        by_offsets = _offsets_pay(g, co, ci, taps, n_freq, memory_budget_mb)
-        if by_offsets:
-            source = _offset_gram_source(kernel, grid, freqs)
-        else:
-            source = _direct_gram_source(kernel, grid, freqs)
-        # per frequency: H, the solver's copy and slack; plus W_hat(m) when direct. The packed tap products
-        # take at most half the budget (_offsets_pay), the chunks in flight the other half.
-        per_freq = 48 * g * co * co + (0 if by_offsets else 16 * g * co * ci)
-        step = _chunk_size(per_freq, memory_budget_mb // 2 if by_offsets else memory_budget_mb, n_freq, workers)
-
-        route = "plain"
-        if kernel.device.type == "cpu" and probe_pays(co):
-            # The first frequency, by the plain route, decides the layer's eigensolver route (_eigen.layer_route):
-            # a choice that depends on the layer alone, not on chunks or threads.
-            probe = _hermitian_values(source(0, 1), "plain")
-            out[:1, : probe.shape[1]] = probe
-            route = layer_route(probe[0] ** 2, co)
+        layout = _gram_layout(kernel, grid, freqs, memory_budget_mb, workers)
+        if layout.probe is not None:
+            out[:1, : layout.probe.shape[1]] = layout.probe
             first = 1
+        step, route, source = layout.step, layout.route, layout.source
 
         def gram_chunk(start: int) -> np.ndarray:
             return _hermitian_values(source(start, min(start + step, n_freq)), route)

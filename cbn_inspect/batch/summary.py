@@ -24,8 +24,14 @@ from .records import AuditRow
 CSV_COLUMNS = (
     "item", "status", "error_type", "error_message", "format", "layers", "bottleneck_found",
     "bottleneck_start", "bottleneck_end", "rank", "type", "strength", "strength_label", "gap_ratio",
-    "utilisation", "seconds", "wall_seconds", "sha256", "key",
+    "utilisation", "seconds", "wall_seconds", "sha256", "key", "route",
 )
+
+
+def _route(report: dict) -> str | None:
+    """``counts`` when the counts route served any layer of the row, ``full`` when none did."""
+    routes = {layer.get("route", "full") for layer in report.get("layers") or ()}
+    return None if not routes else "counts" if "counts" in routes else "full"
 
 
 def flatten_row(row: AuditRow) -> dict[str, Any]:
@@ -52,6 +58,7 @@ def flatten_row(row: AuditRow) -> dict[str, Any]:
         "wall_seconds": row.wall_seconds,
         "sha256": row.key.split(":", 1)[0],
         "key": row.key,
+        "route": _route(report),
     }
 
 

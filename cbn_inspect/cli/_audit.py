@@ -22,7 +22,7 @@ from ._app import Metric, Precision, Rule, app, guarded, stderr, warn
 from ._options import (
     DegreeOption, DeviceOption, FoldBnOption, GridOption, KeyOption, LayersOption, MaxUtilisationOption,
     MaxLayersOption, MaxMemoryOption, MemoryBudgetOption,
-    MinGapOption, PrecisionOption, SpectraOption, TolValueOption, ToleranceOption, TrustCodeOption,
+    MinGapOption, PrecisionOption, SpectraOption, ExactValuesOption, CountsRouteOption, TolValueOption, ToleranceOption, TrustCodeOption,
     build_settings,
     ActivationSideOption, ActivationsOption, BatchSizeOption, CenterOption, InterpolationOption, MaxInputsOption,
     MeanOption, SkipNonfiniteOption, SeedOption, StdOption, build_activation_settings,
@@ -93,6 +93,8 @@ def audit_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no table: only errors on stderr and the exit code.")] = False,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads per worker (default: cores / jobs).")] = None,
     spectra: SpectraOption = False,
+    exact_values: ExactValuesOption = False,
+    counts_route: CountsRouteOption = False,
     layers: LayersOption = None,
     grid: GridOption = None,
     tolerance: ToleranceOption = Rule.relative,
@@ -124,7 +126,7 @@ def audit_command(
 
     settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, spectra,
                               device, min_gap, max_utilisation, memory_budget=memory_budget,
-                              max_memory=max_memory, max_layers=max_layers)
+                              max_memory=max_memory, max_layers=max_layers, exact_values=exact_values, counts_route=counts_route)
     activation_settings = build_activation_settings(activations, activation_side, center, batch_size, max_inputs,
                                                     seed, mean, std, interpolation, device,
                                                     skip_nonfinite=skip_nonfinite)

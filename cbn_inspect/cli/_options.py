@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 DEFAULT_TOLERANCE = {"relative": 0.1, "absolute": 0.1, "gap": 10.0, "energy": 0.99}
 
 SpectraOption = Annotated[bool, typer.Option("--spectra", help="Include every layer's per-frequency singular values in the JSON.")]
+ExactValuesOption = Annotated[bool, typer.Option("--exact-values", help="Compute every singular value (the full route, the default); overrides --counts-route.")]
+CountsRouteOption = Annotated[bool, typer.Option("--counts-route", help="Where only counts are needed (relative/absolute rule, no --spectra), count values above the threshold by LDL^T inertia instead of computing them all: same counts, largest values and bottleneck call; effective rank, gap and profile null on such layers. Measured slower than the full route on ResNet-50 (README Speed).")]
 LayersOption = Annotated[Optional[str], typer.Option("--layers", metavar="REGEX", help="Analyse only layers whose name matches REGEX.")]
 GridOption = Annotated[Optional[str], typer.Option("--grid", metavar="N|HxW", help="Input grid of layers whose grid the checkpoint does not declare (default 32 per axis).")]
 ToleranceOption = Annotated[Rule, typer.Option("--tolerance", help="Rule that decides which singular values are kept.")]
@@ -57,6 +59,8 @@ def build_settings(
     max_memory: int | None = None,
     max_layers: int = 10_000,
     timeout: float | None = None,
+    exact_values: bool = False,
+    counts_route: bool = False,
 ) -> Settings:
     """Validate the analysis options before any work starts, and turn them into :class:`Settings`."""
     parsed_grid = None
@@ -97,6 +101,7 @@ def build_settings(
         fold_batchnorm=fold_bn,
         layer_filter=layers,
         keep_spectra=spectra,
+        spectrum_route="auto" if counts_route and not exact_values else "full",
         device=device,
         min_gap=min_gap,
         max_utilisation=max_utilisation,

@@ -19,7 +19,7 @@ from ._options import (
     ArchOption, InputSizeOption, OnnxBranchOption,
     DegreeOption, DeviceOption, FoldBnOption, GridOption, KeyOption, LayersOption, MaxUtilisationOption,
     MaxLayersOption, MaxMemoryOption, MemoryBudgetOption,
-    MinGapOption, PrecisionOption, SpectraOption, TolValueOption, ToleranceOption, TrustCodeOption,
+    MinGapOption, PrecisionOption, SpectraOption, ExactValuesOption, CountsRouteOption, TolValueOption, ToleranceOption, TrustCodeOption,
     build_settings,
     ActivationSideOption, ActivationsOption, BatchSizeOption, CenterOption, InterpolationOption, MaxInputsOption,
     MeanOption, SkipNonfiniteOption, QuietOption, SeedOption, StdOption, build_activation_settings,
@@ -87,6 +87,8 @@ def report_command(
     source: Annotated[str, typer.Argument(help="Checkpoint file (.safetensors or its .index.json, .pt/.pth/.bin/.ckpt, TorchScript, .onnx), a model folder, or timm:NAME.")],
     json_out: Annotated[Optional[str], typer.Option("--json", metavar="FILE", help="Write the JSON report to FILE; `-` for stdout (then nothing else goes there).")] = None,
     spectra: SpectraOption = False,
+    exact_values: ExactValuesOption = False,
+    counts_route: CountsRouteOption = False,
     layers: LayersOption = None,
     grid: GridOption = None,
     tolerance: ToleranceOption = Rule.relative,
@@ -129,7 +131,9 @@ def report_command(
         parse_input_size(input_size)  # usage errors before anything heavy is imported
         settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, spectra,
                                   device, min_gap, max_utilisation, threads=threads, memory_budget=memory_budget,
-                                  max_memory=max_memory, max_layers=max_layers, timeout=timeout)
+                                  max_memory=max_memory, max_layers=max_layers, timeout=timeout,
+                                  exact_values=exact_values or json_out is None,
+                                  counts_route=counts_route)
         activation_settings = build_activation_settings(activations, activation_side, center, batch_size,
                                                         max_inputs, seed, mean, std, interpolation, device,
                                                         skip_nonfinite=skip_nonfinite)

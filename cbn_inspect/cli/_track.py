@@ -18,7 +18,7 @@ from rich.console import Console
 from ..errors import SOME_ITEMS_FAILED_EXIT, MissingExtraError, UsageError
 from ._app import Metric, Precision, Rule, app, guarded, stderr
 from ._options import (
-    DegreeOption, DeviceOption, FoldBnOption, GridOption, KeyOption, LayersOption, MaxUtilisationOption,
+    DegreeOption, DeviceOption, ExactValuesOption, CountsRouteOption, FoldBnOption, GridOption, KeyOption, LayersOption, MaxUtilisationOption,
     MemoryBudgetOption, MinGapOption, PrecisionOption, TolValueOption, ToleranceOption, TrustCodeOption,
     build_settings,
 )
@@ -84,6 +84,8 @@ def track_command(
     degree: DegreeOption = Metric.l1,
     precision: PrecisionOption = Precision.float32,
     fold_bn: FoldBnOption = True,
+    exact_values: ExactValuesOption = False,
+    counts_route: CountsRouteOption = False,
     trust_code: TrustCodeOption = False,
     key: KeyOption = None,
     device: DeviceOption = "cpu",
@@ -97,7 +99,7 @@ def track_command(
     from ..series import run_track
 
     settings = build_settings(grid, tolerance, tol_value, degree, precision, fold_bn, layers, False,
-                              device, min_gap, max_utilisation, memory_budget=memory_budget)
+                              device, min_gap, max_utilisation, memory_budget=memory_budget, exact_values=exact_values, counts_route=counts_route)
     if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise UsageError(f"--plot {plot}: use a .png, .svg or .pdf file name")
     if plot is not None:

@@ -8,7 +8,7 @@ int). Columns, in order:
   ``out_channels``, ``groups``, ``transposed``, ``padding_mode``, ``geometry_source``, ``grid_source``,
   ``exact``, ``batchnorm``, ``mode_count``, ``capacity``, ``utilisation``, ``threshold``,
   ``spectral_norm``, ``stable_rank``, ``effective_rank``, ``smallest_kept``, ``largest_discarded``,
-  ``gap_ratio`` (None/NaN where the JSON has ``null``);
+  ``gap_ratio`` (None/NaN where the JSON has ``null``), ``route`` (``full`` or ``counts``);
 - tuples: ``shape``, ``stride``, ``dilation``, ``grid``, ``spectrum_grid``, ``flags``, ``notes``,
   ``profile``;
 - dicts (degree -> value, int keys): ``degree_counts``, ``energy_by_degree`` (the report's degree metric);
@@ -27,7 +27,7 @@ from .json_report import report_to_dict
 SCALARS = ("index", "name", "kind", "dtype", "in_channels", "out_channels", "groups", "transposed",
            "padding_mode", "geometry_source", "grid_source", "exact", "batchnorm", "mode_count", "capacity",
            "utilisation", "threshold", "spectral_norm", "stable_rank", "effective_rank", "smallest_kept",
-           "largest_discarded", "gap_ratio")
+           "largest_discarded", "gap_ratio", "route")
 TUPLES = ("shape", "stride", "dilation", "grid", "spectrum_grid", "flags", "notes", "profile")
 DICTS = ("degree_counts", "energy_by_degree")
 

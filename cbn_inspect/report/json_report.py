@@ -77,6 +77,8 @@ def _settings(settings: Settings) -> dict[str, Any]:
             "max_utilisation": settings.max_utilisation,
             "edge_layers": settings.edge_layers,
         },
+        # only when not the default, so that the audit's row keys of default runs stay as they were
+        **({"spectrum_route": settings.spectrum_route} if settings.spectrum_route != "full" else {}),
     }
 
 
@@ -115,6 +117,7 @@ def _layer(index: int, report: LayerReport, metric: str, spectra: bool, digits: 
         "branch": layer.branch,
     }
     out.update(_metric_fields(m, metric, digits))
+    out["route"] = report.route
     if spectra:
         out["spectrum"] = _spectrum(report.spectrum, digits)
     return out

@@ -115,12 +115,16 @@ def _num(value: float | None) -> str:
 
 
 def spark(report: LayerReport, width: int = SPARK_WIDTH) -> Text:
-    """The layer's sorted singular values (all frequencies) on a log scale; kept ones green, the rest dim."""
+    """The layer's sorted singular values (all frequencies) on a log scale; kept ones green, the rest dim. A
+    layer on the counts route (no profile) shows its kept share instead: green full bars, then dim dots."""
     metrics = report.metrics
     if metrics is None:
         return Text("not analysed", style="red")
-    if not metrics.profile or not metrics.spectral_norm > 0 or not math.isfinite(metrics.spectral_norm):
+    if not metrics.spectral_norm > 0 or not math.isfinite(metrics.spectral_norm):
         return Text("")
+    if not metrics.profile:  # the counts route: no values but the largest; the kept share as a flat bar
+        kept = round(metrics.utilisation * width)
+        return Text(BARS[-1] * kept, style="green") + Text("·" * (width - kept), style="dim")
     profile = np.asarray(metrics.profile)
     picks = profile[np.linspace(0, len(profile) - 1, width).round().astype(int)]
     keep_from = metrics.smallest_kept if metrics.smallest_kept is not None else math.inf
