@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..records import ActivationSettings
+from ._views import NeedsViews
 
 DEFAULT_MAX_CHANGE = 0.05  # relative L2 of the outputs an intervention may cause and still "hold"
 DEFAULT_MIN_AGREEMENT = 0.99  # top-1 agreement a class output must keep to "hold"
@@ -187,7 +188,7 @@ class NeedsCost:
 
 
 @dataclass(frozen=True)
-class NeedsReport:
+class NeedsReport(NeedsViews):
     """The report of ``cbn-inspect needs``: one :class:`LayerNeeds` per probe, the joint checks, the summary.
 
     ``summary`` holds plain-language sentences (the terminal prints them as they are); ``output`` describes
