@@ -32,7 +32,7 @@ class Runner(Protocol):
     model_input: ModelInput
     notes: list[str]
 
-    def run(self, batch: torch.Tensor, sink: Sink) -> None:
+    def run(self, batch: torch.Tensor, sink: Sink) -> Any:
         ...
 
 
@@ -59,7 +59,7 @@ class ModuleRunner:
 
             raise NothingToAnalyseError("the model has no convolution modules to profile")
 
-    def run(self, batch: torch.Tensor, sink: Sink) -> None:
+    def run(self, batch: torch.Tensor, sink: Sink) -> Any:
         handles = []
         for name, conv in self.convs:
             if self.side == "input":
@@ -70,7 +70,7 @@ class ModuleRunner:
                     lambda _m, _a, out, name=name: sink(name, out) if torch.is_tensor(out) else None))
         try:
             with torch.no_grad():
-                self.module(batch.to(self.device))
+                return self.module(batch.to(self.device))
         finally:
             for handle in handles:
                 handle.remove()

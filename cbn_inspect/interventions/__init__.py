@@ -13,3 +13,7 @@ from .records import (CurvePoint, InputSplit, JointCheck, LayerNeeds, NeedCurve,
 
 __all__ = ["CurvePoint", "InputSplit", "JointCheck", "LayerNeeds", "NeedCurve", "NeedsCost", "NeedsReport",
            "NeedsSettings", "OutputChange", "RingImportance"]
+
+from .run import needs  # noqa: E402
+
+__all__ += ["needs"]

@@ -1,0 +1,551 @@
+"""``needs``: which frequencies and directions each probed feature map must carry, measured by running the model.
+
+The steps (THEORY.md, "What a network needs: interventions"):
+
+1. open the source's runner (:func:`cbn_inspect.activations.open_runner`) and its inputs; split the inputs
+   (every k-th held out, the rest decide) and keep them in memory when they fit the memory bound, else
+   re-read them for every pass (memory then stays flat in the number of inputs);
+2. a recording pass finds where each conv layer's input comes from; a reference pass over the decide inputs
+   stores the unmodified outputs and accumulates the per-frequency Gram matrices (the activation profile:
+   its mode counts, its bottleneck and the directions of the rank truncation);
+3. choose the probes (where the grid changes and the profile's bottleneck; ``--layers``, ``--all-layers``),
+   estimate the forward passes and refuse past ``max_forward_passes``;
+4. per probe: the sanity pair (full band, frequency 0 alone), the box and l1-ball searches, the ring
+   band-stops, the rank search, all on the decide inputs; the chosen bands and the down-sampling advice
+   measured on the held-out inputs;
+5. the joint checks (all recommended down-samplings at once; all needed ranks at once) on held-out inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import time
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from ..analysis import interventions as iv
+from ..analysis import locate_bottleneck
+from ..errors import CbnError, NothingToAnalyseError, ResourceLimitError, UsageError
+from ..records import ActivationSettings, Settings
+from .records import (InputSplit, JointCheck, LayerNeeds, NeedCurve, NeedsCost, NeedsReport, NeedsSettings,
+                      OutputChange, RingImportance)
+
+Progress = Callable[[int, int, str], None]  # (forward passes done, estimated total, what)
+
+
+def validate(settings: NeedsSettings) -> None:
+    """Tolerances and bounds out of range: one :class:`UsageError` before any work."""
+    if not (isinstance(settings.max_change, (int, float)) and math.isfinite(settings.max_change)
+            and settings.max_change > 0):
+        raise UsageError(f"--max-change {settings.max_change}: must be a number > 0 (a relative L2 change, "
+                         "e.g. 0.05)")
+    if not (isinstance(settings.min_agreement, (int, float)) and 0 <= settings.min_agreement <= 1):
+        raise UsageError(f"--min-agreement {settings.min_agreement}: must be in [0, 1]")
+    if settings.held_out_every < 2:
+        raise UsageError("--held-out-every must be >= 2 (every k-th input is held out)")
+    if settings.max_rings < 1:
+        raise UsageError("--max-rings must be >= 1")
+    if settings.max_forward_passes is not None and settings.max_forward_passes < 1:
+        raise UsageError("--max-forward-passes must be >= 1")
+    if settings.degree_metric not in ("l1", "linf"):
+        raise UsageError(f"degree metric {settings.degree_metric!r}: use l1 or linf")
+    if settings.layer_filter:
+        try:
+            re.compile(settings.layer_filter)
+        except re.error as exc:
+            raise UsageError(f"--layers {settings.layer_filter!r} is not a valid regular expression: {exc}") from exc
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Inputs: split, kept in memory when they fit, else re-read
+# --------------------------------------------------------------------------------------------------------------
+
+class Bank:
+    """The decide and held-out batches, and the unmodified outputs of each (cached within ``budget`` bytes)."""
+
+    def __init__(self, open_stream: Callable[[], Any], batch_size: int, every: int, budget: int) -> None:
+        self.open_stream, self.batch_size, self.every, self.budget = open_stream, batch_size, every, budget
+        self.store: dict[str, list[torch.Tensor]] | None = {"decide": [], "held-out": []}
+        self.counts = {"decide": 0, "held-out": 0}
+        self.used = 0
+        self.refs: dict[tuple[str, int], list[torch.Tensor]] = {}
+        self.stream = None
+        for part, batch in self._split():
+            self.counts[part] += len(batch)
+            if self.store is not None:
+                self.used += batch.numel() * batch.element_size()
+                if self.used > budget:
+                    self.store = None  # re-read the inputs for every pass
+                else:
+                    self.store[part].append(batch)
+
+    def _split(self) -> Iterator[tuple[str, torch.Tensor]]:
+        stream = self.open_stream()
+        self.stream = stream
+        pending: dict[str, list[torch.Tensor]] = {"decide": [], "held-out": []}
+        index = 0
+        for batch in stream.batches(self.batch_size):
+            for item in batch:
+                part = "held-out" if index % self.every == 1 else "decide"
+                index += 1
+                pending[part].append(item)
+                if len(pending[part]) == self.batch_size:
+                    yield part, torch.stack(pending[part])
+                    pending[part] = []
+        for part in ("decide", "held-out"):
+            if pending[part]:
+                yield part, torch.stack(pending[part])
+
+    def batches(self, part: str) -> Iterator[tuple[int, torch.Tensor]]:
+        if self.store is not None:
+            yield from enumerate(self.store[part])
+            return
+        key = 0
+        for which, batch in self._split():
+            if which == part:
+                yield key, batch
+                key += 1
+
+    def batch_count(self, part: str) -> int:
+        return math.ceil(self.counts[part] / self.batch_size) if self.counts[part] else 0
+
+
+class Session:
+    """The driver, the inputs and the tolerances: measures an intervention, counting forward passes."""
+
+    def __init__(self, driver: Any, bank: Bank, settings: NeedsSettings, kind: str, progress: Progress | None,
+                 estimate: int = 0) -> None:
+        self.driver, self.bank, self.settings, self.kind = driver, bank, settings, kind
+        self.progress = progress
+        self.passes = 0
+        self.evaluations = 0
+        self.estimate = estimate
+        self.ref_bytes = 0
+        self.label = ""
+
+    def _tick(self, inputs: int) -> None:
+        self.passes += 1
+        self.evaluations += inputs
+        if self.progress is not None:
+            self.progress(self.passes, max(self.estimate, self.passes), self.label)
+
+    def reference(self, part: str, key: int, batch: torch.Tensor) -> list[torch.Tensor]:
+        cached = self.bank.refs.get((part, key))
+        if cached is not None:
+            return cached
+        out = self.driver.reference(batch, lambda _n, _t: None)
+        self._tick(len(batch))
+        self.keep_ref(part, key, out)
+        return out
+
+    def keep_ref(self, part: str, key: int, out: list[torch.Tensor]) -> None:
+        size = sum(t.numel() * t.element_size() for t in out)
+        if self.ref_bytes + size <= self.bank.budget:
+            self.bank.refs[(part, key)] = out
+            self.ref_bytes += size
+
+    def measure(self, edits: dict[str, iv_edit], part: str = "decide") -> OutputChange:
+        meter = iv.ChangeMeter(self.kind)
+        for key, batch in self.bank.batches(part):
+            ref = self.reference(part, key, batch)
+            out = self.driver.run(batch, edits, key=(part, key)) if self._onnx else self.driver.run(batch, edits)
+            self._tick(len(batch))
+            meter.add(ref, out)
+        return meter.result(part, self.settings.max_change, self.settings.min_agreement)
+
+    @property
+    def _onnx(self) -> bool:
+        return self.driver.kind == "onnxruntime"
+
+
+iv_edit = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _mask_edit(mask: np.ndarray) -> iv_edit:
+    return lambda x: iv.apply_mask(x, mask)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------------------------
+
+def _open(source: Any, *, trust_code: bool, key: str | None, arch: str | None, input_size: Any, device: str):
+    from ..activations import open_runner
+    from ..errors import NotExecutableError
+
+    if arch is None:
+        try:
+            return open_runner(source, None, side="input", device=device, trust_code=trust_code, key=key)
+        except NotExecutableError:
+            pass
+    from ..loaders import load
+
+    loaded = load(source, trust_code=trust_code, key=key, arch=arch, input_size=input_size)
+    return open_runner(source, loaded, side="input", device=device, trust_code=trust_code, key=key)
+
+
+def _driver(runner: Any, cache_bytes: int) -> Any:
+    if runner.kind == "onnxruntime":
+        from .onnx_driver import OnnxDriver
+
+        return OnnxDriver(runner, cache_bytes=cache_bytes)
+    from .torch_driver import TorchDriver
+
+    return TorchDriver(runner)
+
+
+def _shapes(driver: Any) -> dict[str, tuple[int, ...]]:
+    if driver.kind == "onnxruntime":
+        return dict(driver.shapes)
+    return {name: site.shape for name, site in driver.sites.items()}
+
+
+def _budget(settings: NeedsSettings) -> int:
+    from ..loaders._policy import default_max_memory_mb
+
+    mb = settings.max_memory_mb or default_max_memory_mb()
+    return int(mb) << 20
+
+
+def _gram_bytes(shape: tuple[int, ...]) -> int:
+    c, grid = shape[0], shape[1:]
+    return int(np.prod(iv.half_shape(grid))) * c * c * 16
+
+
+def _choose(order: list[str], aliases: dict[str, str], shapes: dict[str, tuple[int, ...]], settings: NeedsSettings,
+            bottleneck_layers: list[str]) -> list[tuple[str, str]]:
+    """(site, reason) in execution order."""
+    if settings.all_layers:
+        return [(name, "all-layers") for name in order]
+    if settings.layer_filter:
+        pattern = re.compile(settings.layer_filter)
+        readers: dict[str, list[str]] = {name: [name] for name in order}
+        for alias, target in aliases.items():
+            readers[target].append(alias)
+        return [(name, "layers") for name in order if any(pattern.search(n) for n in readers[name])]
+    chosen: dict[str, str] = {}
+    previous = None
+    for name in order:
+        grid = shapes[name][1:]
+        if grid != previous:
+            chosen[name] = "grid-change"
+        previous = grid
+    for name in bottleneck_layers:
+        site = aliases.get(name, name)
+        chosen.setdefault(site, "bottleneck")
+    return [(name, chosen[name]) for name in order if name in chosen]
+
+
+def _estimate(shapes: dict[str, tuple[int, ...]], probes: list[str], settings: NeedsSettings, decide: int,
+              held: int) -> int:
+    total = 0
+    for name in probes:
+        shape = shapes[name]
+        grid = shape[1:]
+        levels = len(iv.box_levels(grid))
+        top = iv.max_degree(grid, settings.degree_metric)
+        units = int(np.prod(iv.half_shape(grid))) * shape[0]
+        per = (2 + 1 + math.ceil(math.log2(max(levels, 2))) + int(math.log2(max(min(grid), 2)))
+               + math.ceil(math.log2(top + 2)) + len(iv.ring_groups(top, settings.max_rings))
+               + 2 + math.ceil(math.log2(units + 2)))
+        total += per * decide + 4 * held
+    return total + 2 * held + held  # joint checks and the held-out references
+
+
+def needs(source: Any, inputs: str | ActivationSettings = "noise", *, settings: NeedsSettings | None = None,
+          analysis: Settings | None = None, trust_code: bool = False, key: str | None = None, arch: str | None = None,
+          input_size: Any = None, progress: Progress | None = None, **options: Any) -> NeedsReport:
+    """Measure what each probed feature map of ``source`` must carry; return the :class:`NeedsReport`.
+
+    ``source``: a path, ``timm:NAME`` or an ``nn.Module``; ``inputs``: an INPUTS spec (``noise``, ``samples``,
+    a folder, a tensor file) or :class:`ActivationSettings`. Keyword ``options`` are :class:`NeedsSettings`
+    fields (``max_change``, ``min_agreement``, ``layer_filter`` (or ``layers``), ``all_layers``,
+    ``max_forward_passes``, ...) and the :class:`ActivationSettings` fields ``batch_size``, ``max_inputs``,
+    ``seed``, ``mean``, ``std``, ``interpolation``, ``device``. ``analysis``: the tolerance rule of the profile.
+    ``progress(done, total, what)`` is called after every forward pass.
+    """
+    from ..loaders import parse_input_size
+
+    started, cpu_started = time.perf_counter(), time.process_time()
+    analysis = analysis or Settings()
+    settings = _settings(inputs, settings, input_size, options)
+    validate(settings)
+    act = settings.activations
+    runner = _open(source, trust_code=trust_code, key=key, arch=arch,
+                   input_size=input_size if not isinstance(input_size, tuple) else "x".join(map(str, input_size)),
+                   device=act.device)
+    if act.input_size is None and input_size is not None:
+        act = dataclasses.replace(act, input_size=parse_input_size(input_size))
+        settings = dataclasses.replace(settings, activations=act)
+    from ..activations.inputs import open_inputs, resolve_preprocessing
+
+    prep = resolve_preprocessing(runner.model_input, act)
+    batch_size = runner.model_input.fixed_batch or act.batch_size
+    budget = _budget(settings)
+    bank = Bank(lambda: open_inputs(act.inputs, prep, act), batch_size, settings.held_out_every, budget // 4)
+    if bank.counts["decide"] == 0 or bank.counts["held-out"] == 0:
+        raise UsageError(f"--activations {act.inputs}: {sum(bank.counts.values())} input(s); needs needs at least "
+                         "2 (one to decide, one held out)", hint="give more inputs (--max-inputs, a larger folder)")
+    driver = _driver(runner, budget // 4)
+    with _threads():
+        return _measure(source, runner, driver, bank, settings, analysis, progress, started, cpu_started)
+
+
+def _settings(inputs: Any, settings: NeedsSettings | None, input_size: Any, options: dict) -> NeedsSettings:
+    if settings is not None:
+        if options:
+            raise TypeError("pass either settings= or keyword options, not both")
+        return settings
+    act_fields = {f.name for f in dataclasses.fields(ActivationSettings)} - {"inputs", "side", "center"}
+    need_fields = {f.name for f in dataclasses.fields(NeedsSettings)} - {"activations"}
+    if "layers" in options:
+        options["layer_filter"] = options.pop("layers")
+    unknown = sorted(set(options) - act_fields - need_fields)
+    if unknown:
+        raise TypeError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(act_fields | need_fields))}")
+    if isinstance(inputs, ActivationSettings):
+        act = dataclasses.replace(inputs, **{k: v for k, v in options.items() if k in act_fields})
+    else:
+        act = ActivationSettings(inputs=str(inputs), **{k: v for k, v in options.items() if k in act_fields})
+    act = dataclasses.replace(act, side="input", center=False)
+    return NeedsSettings(activations=act, **{k: v for k, v in options.items() if k in need_fields})
+
+
+class _threads:
+    def __enter__(self):
+        from ..analysis._threads import analysis_threads
+
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(analysis_threads())
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.before)
+
+
+def _measure(source, runner, driver, bank: Bank, settings: NeedsSettings, analysis: Settings,
+             progress: Progress | None, started: float, cpu_started: float) -> NeedsReport:
+    from ..activations.profile import _Collector, _finish
+
+    first = next(bank.batches("decide"))[1]
+    try:
+        driver.record(first)
+    except CbnError:
+        raise
+    except Exception as exc:  # the model's own failure on these inputs
+        text = " ".join(str(exc).split())[:200]
+        raise UsageError(f"running the model on inputs of shape {tuple(first.shape)} failed "
+                         f"({type(exc).__name__}: {text})", hint="check --input-size for this model") from exc
+    if not driver.order:
+        raise NothingToAnalyseError("no conv layer's input could be located in the running model")
+    shapes = _shapes(driver)
+    budget = _budget(settings)
+    # the profile of every conv input (for the bottleneck probes) when its Gram matrices fit, else the probes'
+    notes: list[str] = list(runner.notes)
+    grid_probes = _choose(driver.order, driver.aliases, shapes, dataclasses.replace(settings), [])
+    whole = sum(_gram_bytes(shapes[n]) for n in driver.order)
+    profile_all = not settings.all_layers and not settings.layer_filter and whole <= budget // 3
+    if not profile_all and not settings.all_layers and not settings.layer_filter:
+        notes.append(f"the activation profile of every layer would take {whole >> 20} MB of Gram matrices: "
+                     "bottleneck layers not probed (only where the grid changes)")
+    wanted = set(driver.order) if profile_all else {n for n, _ in grid_probes}
+    pattern = None if profile_all else re.compile("^(" + "|".join(re.escape(n) for n in sorted(wanted)) + ")$")
+    if sum(_gram_bytes(shapes[n]) for n in wanted) > budget // 2:
+        raise ResourceLimitError(f"the probed layers' Gram matrices need "
+                                 f"{sum(_gram_bytes(shapes[n]) for n in wanted) >> 20} MB, more than the memory "
+                                 "bound allows", hint="probe fewer layers (--layers) or raise --max-memory")
+    collector = _Collector(False, "cpu", pattern)
+    kind = None
+    session = Session(driver, bank, settings, "other", progress)
+    session.label = "reference pass"
+    for key, batch in bank.batches("decide"):
+        collector.start_batch()
+        out = driver.reference(batch, collector)
+        session._tick(len(batch))
+        kind = kind or iv.output_kind(out)
+        session.keep_ref("decide", key, out)
+        output_shape = [list(t.shape[1:]) for t in out]
+    if not out:
+        raise NothingToAnalyseError("the model's output holds no floating-point tensor to compare")
+    session.kind = kind
+    collector.start_batch()
+    grams = {name: acc for name, acc in collector.accumulators.items()}
+    layers = _finish(collector, analysis, bank.counts["decide"])
+    by_name = {layer.name: layer for layer in layers}
+    bottleneck_layers: list[str] = []
+    if profile_all:
+        names = [layer.name for layer in layers]
+        call = locate_bottleneck(names, [layer.metrics for layer in layers], analysis)
+        if call.found:
+            bottleneck_layers = [names[i] for i in (call.members or range(call.start_index, call.end_index + 1))]
+    probes = _choose(driver.order, driver.aliases, shapes, settings, bottleneck_layers)
+    if not probes:
+        what = f" matching --layers {settings.layer_filter!r}" if settings.layer_filter else ""
+        raise NothingToAnalyseError(f"no conv layer{what} to probe")
+    estimate = session.passes + _estimate(shapes, [n for n, _ in probes], settings, bank.batch_count("decide"),
+                                          bank.batch_count("held-out"))
+    if settings.max_forward_passes is not None and estimate > settings.max_forward_passes:
+        raise ResourceLimitError(f"about {estimate} forward passes needed ({len(probes)} probe(s), "
+                                 f"{bank.batch_count('decide')} decide and {bank.batch_count('held-out')} held-out "
+                                 f"batch(es)), more than --max-forward-passes {settings.max_forward_passes}",
+                                 hint="probe fewer layers (--layers), use fewer inputs or a larger --batch-size")
+    session.estimate = estimate
+    results = []
+    for name, reason in probes:
+        session.label = name
+        profile = by_name.get(name)
+        results.append(_probe(session, name, reason, shapes[name], grams[name], profile, driver, settings))
+        grams.pop(name, None)
+        if hasattr(driver, "forget"):
+            driver.forget()
+    joint = _joint(session, results, grams={}, settings=settings)
+    summary = _summary(results, joint, settings, kind)
+    wall = time.perf_counter() - started
+    cost = NeedsCost(forward_passes=session.passes, input_evaluations=session.evaluations, estimated=estimate,
+                     cpu_seconds=round(time.process_time() - cpu_started, 3), wall_seconds=round(wall, 3))
+    stream = bank.stream
+    inputs = stream.describe() if stream is not None else {}
+    inputs["count"] = sum(bank.counts.values())
+    inputs["batch_size"] = bank.batch_size
+    inputs["kept_in_memory"] = bank.store is not None
+    k = settings.held_out_every
+    split = InputSplit(rule=f"inputs 1, {1 + k}, {1 + 2 * k}, ... (0-based) held out; the others decide",
+                       decide=bank.counts["decide"], held_out=bank.counts["held-out"])
+    return NeedsReport(source=str(source) if isinstance(source, (str,)) or hasattr(source, "__fspath__")
+                       else f"<{type(source).__name__}>", runner=runner.kind, settings=settings, inputs=inputs,
+                       split=split, output={"shapes": output_shape, "kind": kind}, layers=tuple(results),
+                       joint=joint, summary=tuple(summary), cost=cost, notes=tuple(notes),
+                       tolerance=analysis.tolerance.describe())
+
+
+def _probe(session: Session, name: str, reason: str, shape: tuple[int, ...], gram, profile, driver,
+           settings: NeedsSettings) -> LayerNeeds:
+    grid = tuple(int(n) for n in shape[1:])
+    metric = settings.degree_metric
+    notes: list[str] = []
+    levels = iv.box_levels(grid)
+    full = session.measure({name: _mask_edit(iv.box_mask(grid, levels[-1]))})
+    zero = session.measure({name: _mask_edit(iv.box_mask(grid, 0.0))})
+    if full.relative_l2 > 1e-6:
+        notes.append(f"the full band changes the outputs by {full.relative_l2:.2e} (more than float32 round-off)")
+    if zero.holds:
+        notes.append("frequency 0 alone keeps the outputs within tolerance: the outputs barely depend on this "
+                     "feature map's spatial content")
+    # box low-pass, seeded with the bands of 2x, 4x, ... down-sampling
+    seeds = []
+    s = 2
+    while s <= min(grid):
+        seeds.append(max(i for i, v in enumerate(levels) if v <= 1.0 / s + 1e-9))
+        s *= 2
+    box = iv.find_needed(len(levels), lambda i: session.measure({name: _mask_edit(iv.box_mask(grid, levels[i]))}),
+                         seeds=seeds, known={len(levels) - 1: full, 0: zero})
+    top = iv.max_degree(grid, metric)
+    degrees = list(range(top + 1))
+    ball = iv.find_needed(len(degrees),
+                          lambda i: session.measure({name: _mask_edit(iv.ball_mask(grid, i, metric))}),
+                          known={len(degrees) - 1: full, 0: zero})
+    rings = []
+    for low, high in iv.ring_groups(top, settings.max_rings):
+        mask = iv.ring_mask(grid, low, high, metric)
+        rings.append(RingImportance(low, high, iv.complex_count(grid, ~mask),
+                                    session.measure({name: _mask_edit(mask)})))
+    directions = iv.directions_from_gram(gram.gram, grid, metric)
+    units = len(directions.units)
+    rank = iv.find_needed(units + 1, lambda n: session.measure({name: lambda x, n=n: directions.project(x, n)}))
+    needed_band = levels[box.needed] if box.needed is not None else None
+    needed_degree = degrees[ball.needed] if ball.needed is not None else None
+    needed_units = rank.needed
+    held = {}
+    if needed_band is not None:
+        held["box"] = session.measure({name: _mask_edit(iv.box_mask(grid, needed_band))}, "held-out")
+    if needed_degree is not None:
+        held["ball"] = session.measure({name: _mask_edit(iv.ball_mask(grid, needed_degree, metric))}, "held-out")
+    if needed_units is not None:
+        held["rank"] = session.measure({name: lambda x: directions.project(x, needed_units)}, "held-out")
+    factor = iv.safe_factor(grid, needed_band)
+    safe_change = None
+    if factor > 1:
+        safe_change = session.measure({name: _mask_edit(iv.box_mask(grid, 1.0 / factor))}, "held-out")
+        if not safe_change.holds:
+            notes.append(f"the {factor}x down-sampling band chosen on the decide inputs does not hold on the held-out "
+                         f"inputs (change {safe_change.relative_l2:.3g})")
+    if units < int(np.prod(grid)) * shape[0] and session.bank.counts["decide"] < shape[0]:
+        notes.append(f"{session.bank.counts['decide']} decide inputs for {shape[0]} channels: the profile spans at most "
+                     f"{session.bank.counts['decide']} directions per frequency, so the rank truncation cannot keep "
+                     "more (held-out inputs may need directions it never saw)")
+    rank_values = [directions.rank_of(n) for n in range(units + 1)]
+    metrics = profile.metrics if profile is not None else None
+    return LayerNeeds(
+        name=name, grid=grid, channels=int(shape[0]), reason=reason,
+        box=NeedCurve("box", iv.curve_points(levels, box), needed_band, len(levels), box.search, box.monotone,
+                      held.get("box"), box.notes),
+        ball=NeedCurve("ball", iv.curve_points(degrees, ball), needed_degree, len(degrees), ball.search,
+                       ball.monotone, held.get("ball"), ball.notes),
+        rank=NeedCurve("rank", iv.curve_points(rank_values, rank),
+                       float(rank_values[needed_units]) if needed_units is not None else None, units + 1, rank.search,
+                       rank.monotone, held.get("rank"), rank.notes),
+        rings=tuple(rings),
+        needed_band=needed_band, needed_degree=needed_degree,
+        needed_rank=rank_values[needed_units] if needed_units is not None else None,
+        needed_rank_type=directions.type_of(needed_units) if needed_units is not None else {},
+        profile_rank=int(metrics.mode_count) if metrics is not None else 0,
+        profile_type=dict(metrics.degree_counts.get(metric, {})) if metrics is not None else {},
+        directions=int(np.prod(grid)) * int(shape[0]),
+        safe_factor=factor, safe_change=safe_change, sanity_full=full, sanity_zero=zero,
+        also_read_by=tuple(a for a, t in driver.aliases.items() if t == name), notes=tuple(notes),
+    )
+
+
+def _joint(session: Session, results: list[LayerNeeds], grams, settings: NeedsSettings) -> tuple[JointCheck, ...]:
+    out = []
+    cuts = [(r.name, r.safe_factor) for r in results if r.safe_factor > 1]
+    change = None
+    if cuts:
+        session.label = "joint check"
+        grids = {r.name: r.grid for r in results}
+        change = session.measure({n: _mask_edit(iv.box_mask(grids[n], 1.0 / s)) for n, s in cuts}, "held-out")
+    out.append(JointCheck("downsampling", tuple(cuts), change))
+    return tuple(out)
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.3g}%" if math.isfinite(value) else "inf"
+
+
+def _change_words(change: OutputChange) -> str:
+    text = f"changes the outputs by {_pct(change.relative_l2)}"
+    if change.top1_agreement is not None:
+        text += f" (top-1 agreement {_pct(change.top1_agreement)})"
+    return text + f" on {change.inputs} held-out input(s)"
+
+
+def _summary(results: list[LayerNeeds], joint: tuple[JointCheck, ...], settings: NeedsSettings,
+             kind: str) -> list[str]:
+    tol = f"relative change <= {settings.max_change:g}"
+    if kind == "class":
+        tol += f" and top-1 agreement >= {settings.min_agreement:g}"
+    lines = []
+    if all(r.everything_needed for r in results):
+        lines.append(f"Everything is needed: at no probed layer can a frequency band be cut within the tolerance "
+                     f"({tol}); no down-sampling is safe.")
+    for r in results:
+        grid = "x".join(map(str, r.grid))
+        if r.safe_factor > 1 and r.safe_change is not None:
+            lines.append(f"The features entering {r.name} ({grid}) need frequencies up to {r.needed_band:.3g} of "
+                         f"Nyquist; down-sampling by {r.safe_factor} there {_change_words(r.safe_change)}"
+                         f"{'' if r.safe_change.holds else ', which is beyond the tolerance'}.")
+        elif r.needed_band is not None and r.needed_band < 1.0:
+            lines.append(f"The features entering {r.name} ({grid}) need frequencies up to {r.needed_band:.3g} of "
+                         "Nyquist: more than any down-sampling dividing the grid keeps.")
+    needed = sum(r.needed_rank if r.needed_rank is not None else r.directions for r in results)
+    total = sum(r.directions for r in results)
+    lines.append(f"Needs {needed} of {total} frequency-channel directions in the probed layers (rank truncation, "
+                 f"{tol}).")
+    for check in joint:
+        if check.change is not None:
+            lines.append(f"All {len(check.cuts)} recommended down-sampling(s) at once {_change_words(check.change)}: "
+                         f"{'the advice holds' if check.change.holds else 'they compound beyond the tolerance'}.")
+    return lines
