@@ -43,6 +43,7 @@ class Series:
     holds: np.ndarray  # bool per point
     needed: float | None  # x of the needed band (None: no band held)
     labels: tuple[str, ...] = ()  # per point, for the rings: "3" or "5-16"
+    index: int = 0  # the layer's position among the probed layers (its colour)
 
 
 def highest_degree(grid: tuple[int, ...], metric: str) -> int:
@@ -62,7 +63,7 @@ def _scale(layer: Any, kind: str, metric: str) -> float:
 def curve_series(report: Any, kind: str) -> list[Series]:
     """Per probed layer, the points of its ``kind`` search (box, ball, rank), x normalised as in the figure."""
     out = []
-    for layer in report.layers:
+    for i, layer in enumerate(report.layers):
         curve = getattr(layer, kind)
         if not curve.points:
             continue
@@ -71,14 +72,14 @@ def curve_series(report: Any, kind: str) -> list[Series]:
         y = np.array([p.change.relative_l2 for p in curve.points], dtype=float)
         holds = np.array([bool(p.change.holds) for p in curve.points])
         needed = None if curve.needed is None else float(curve.needed) / scale
-        out.append(Series(layer.name, x, y, holds, needed))
+        out.append(Series(layer.name, x, y, holds, needed, index=i))
     return out
 
 
 def ring_series(report: Any) -> list[Series]:
     """Per probed layer, the band-stop changes against each ring group's mid degree / the highest degree."""
     out = []
-    for layer in report.layers:
+    for i, layer in enumerate(report.layers):
         if not layer.rings:
             continue
         top = float(highest_degree(layer.grid, report.settings.degree_metric))
@@ -86,7 +87,7 @@ def ring_series(report: Any) -> list[Series]:
         y = np.array([r.change.relative_l2 for r in layer.rings], dtype=float)
         holds = np.array([bool(r.change.holds) for r in layer.rings])
         labels = tuple(str(r.low) if r.low == r.high else f"{r.low}-{r.high}" for r in layer.rings)
-        out.append(Series(layer.name, x, y, holds, None, labels))
+        out.append(Series(layer.name, x, y, holds, None, labels, index=i))
     return out
 
 
@@ -123,20 +124,30 @@ def _line(ax: Any, s: Series, colour: Any, label: str | None) -> None:
 
 
 def _legend(fig: Any, axes: Any, count: int) -> None:
+    """Layer names when they fit (at most MAX_LEGEND); else a colour bar of the probe index (depth order)."""
     if count <= MAX_LEGEND:
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside right upper", fontsize=7, frameon=False, title="probed layer",
                    title_fontsize=7)
+        return
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    mappable = ScalarMappable(norm=Normalize(0, (count - 1) / 0.9), cmap=colormaps["viridis"])
+    bar = fig.colorbar(mappable, ax=axes, location="right", fraction=0.02, pad=0.01)
+    bar.ax.set_ylim(0, count - 1)
+    bar.set_label("probed layer (index, in data-flow order)", fontsize=7)
+    bar.ax.tick_params(labelsize=7)
 
 
 def draw_curves(fig: Any, report: Any) -> None:
     """Panel 1: the three need curves side by side, one line per probed layer."""
     axes = fig.subplots(1, 3, sharey=True)
     colours = _colours(len(report.layers))
-    index = {layer.name: i for i, layer in enumerate(report.layers)}
     for ax, kind in zip(axes, ("box", "ball", "rank")):
         for s in curve_series(report, kind):
-            i = index[s.name]
+            i = s.index
             _line(ax, s, colours[i], f"{i} {_short(s.name)}" if len(report.layers) <= MAX_LEGEND else None)
         ax.set_yscale("log")
         if kind == "rank":
@@ -156,10 +167,9 @@ def draw_rings(fig: Any, report: Any) -> None:
     """Panel 2: band-stop by degree ring, one line per probed layer."""
     ax = fig.subplots(1, 1)
     colours = _colours(len(report.layers))
-    index = {layer.name: i for i, layer in enumerate(report.layers)}
     series = ring_series(report)
     for s in series:
-        i = index[s.name]
+        i = s.index
         _line(ax, s, colours[i], f"{i} {_short(s.name)}" if len(report.layers) <= MAX_LEGEND else None)
     if len(series) == 1:  # one layer: name the rings on the axis
         ax.set_xticks(series[0].x, series[0].labels, fontsize=7)
@@ -171,9 +181,7 @@ def draw_rings(fig: Any, report: Any) -> None:
     ax.set_ylabel(f"relative change (floor {FLOOR:g})", fontsize=8)
     ax.grid(alpha=0.25)
     ax.tick_params(labelsize=7)
-    if len(report.layers) <= MAX_LEGEND:
-        fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", fontsize=7, frameon=False,
-                   title="probed layer", title_fontsize=7)
+    _legend(fig, [ax], len(report.layers))
     fig.suptitle("ring importances: one degree ring removed at a time (above the line: it matters)", fontsize=9)
 
 
