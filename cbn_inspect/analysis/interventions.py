@@ -359,4 +359,7 @@ def format_type(counts: dict[int, int] | None) -> str:
     """``3 @ deg 0, 4 @ deg 1``."""
     if not counts:
         return "-"
-    return ", ".join(f"{v} @ deg {k}" for k, v in sorted(counts.items()))
+    items = sorted(counts.items())
+    if len(items) > 4:
+        return f"{', '.join(f'{v} @ deg {k}' for k, v in items[:3])}, ... ({len(items)} degrees, up to {items[-1][0]})"
+    return ", ".join(f"{v} @ deg {k}" for k, v in items)
