@@ -29,7 +29,7 @@ import torch
 
 from ..analysis import interventions as iv
 from ..analysis import locate_bottleneck
-from ..errors import CbnError, NothingToAnalyseError, ResourceLimitError, UsageError
+from ..errors import AnalysisError, CbnError, NothingToAnalyseError, ResourceLimitError, UsageError
 from ..records import ActivationSettings, Settings
 from .records import (InputSplit, JointCheck, LayerNeeds, NeedCurve, NeedsCost, NeedsReport, NeedsSettings,
                       OutputChange, RingImportance)
@@ -152,7 +152,14 @@ class Session:
         meter = iv.ChangeMeter(self.kind)
         for key, batch in self.bank.batches(part):
             ref = self.reference(part, key, batch)
-            out = self.driver.run(batch, edits, key=(part, key)) if self._onnx else self.driver.run(batch, edits)
+            try:
+                out = self.driver.run(batch, edits, key=(part, key)) if self._onnx else self.driver.run(batch, edits)
+            except CbnError:
+                raise
+            except Exception as exc:  # the model failed on the filtered feature map (TorchScript wraps ours too)
+                text = " ".join(str(exc).split())[:160] or type(exc).__name__
+                raise AnalysisError(f"running the model with an intervention at {', '.join(edits)} failed ({text})",
+                                    hint="a model whose operations change between runs cannot be probed this way") from exc
             self._tick(len(batch))
             meter.add(ref, out)
         return meter.result(part, self.settings.max_change, self.settings.min_agreement)
