@@ -7,6 +7,7 @@ Library use::
     print(report.bottleneck)
     report.to_frame(); report.plot()                        # pandas / matplotlib, optional
     report = inspect_source("timm:resnet18", activations="samples")   # also run it: report.activations
+    needs = cbn_inspect.needs("timm:resnet18", "samples")   # which frequencies each stage needs, measured
 """
 
 from ._version import SCHEMA_VERSION, __version__
@@ -31,7 +32,16 @@ from .series import Monitor  # noqa: E402
 __all__ += ["Monitor"]
 
 
+# Which frequencies a network needs, by intervention: cbn_inspect.needs(source, inputs, ...) -> NeedsReport
+# (imported on first use).
+__all__ += ["needs"]
+
+
 def __getattr__(name: str):
+    if name == "needs":
+        from .interventions import needs
+
+        return needs
     if name == "CbnInspectCallback":
         from .series.lightning import CbnInspectCallback
 

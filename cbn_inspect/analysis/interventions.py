@@ -276,7 +276,7 @@ def find_needed(count: int, evaluate: Callable[[int], OutputChange], *, seeds: S
                 known: dict[int, OutputChange] | None = None, scan_limit: int = SCAN_LIMIT) -> Search:
     """The smallest candidate index in ``0..count-1`` whose change holds, candidates ordered by kept band.
 
-    Bisection between the largest failing and the smallest holding index measured, assuming the change does
+    Bisection between the largest failing index measured and the smallest holding one above it, assuming the change does
     not grow with the band (more kept, closer to the original). ``seeds`` are measured first (points on the
     curve worth having anyway); ``known`` are measurements already made. When the measured points contradict
     monotonicity (a holding band below a failing one), every candidate is measured if there are at most
@@ -300,8 +300,9 @@ def find_needed(count: int, evaluate: Callable[[int], OutputChange], *, seeds: S
             ev(s)
 
     def bracket() -> tuple[int, int]:
-        hi = min(i for i, r in results.items() if r.holds)
-        lo = max((i for i, r in results.items() if not r.holds and i < hi), default=-1)
+        # from the top: the largest failing band measured, and the smallest holding band above it
+        lo = max((i for i, r in results.items() if not r.holds), default=-1)
+        hi = min(i for i, r in results.items() if r.holds and i > lo)
         return lo, hi
 
     lo, hi = bracket()
@@ -359,4 +360,7 @@ def format_type(counts: dict[int, int] | None) -> str:
     """``3 @ deg 0, 4 @ deg 1``."""
     if not counts:
         return "-"
-    return ", ".join(f"{v} @ deg {k}" for k, v in sorted(counts.items()))
+    items = sorted(counts.items())
+    if len(items) > 4:
+        return f"{', '.join(f'{v} @ deg {k}' for k, v in items[:3])}, ... ({len(items)} degrees, up to {items[-1][0]})"
+    return ", ".join(f"{v} @ deg {k}" for k, v in items)

@@ -29,7 +29,7 @@ import torch
 
 from ..analysis import interventions as iv
 from ..analysis import locate_bottleneck
-from ..errors import CbnError, NothingToAnalyseError, ResourceLimitError, UsageError
+from ..errors import AnalysisError, CbnError, NothingToAnalyseError, ResourceLimitError, UsageError
 from ..records import ActivationSettings, Settings
 from .records import (InputSplit, JointCheck, LayerNeeds, NeedCurve, NeedsCost, NeedsReport, NeedsSettings,
                       OutputChange, RingImportance)
@@ -152,7 +152,14 @@ class Session:
         meter = iv.ChangeMeter(self.kind)
         for key, batch in self.bank.batches(part):
             ref = self.reference(part, key, batch)
-            out = self.driver.run(batch, edits, key=(part, key)) if self._onnx else self.driver.run(batch, edits)
+            try:
+                out = self.driver.run(batch, edits, key=(part, key)) if self._onnx else self.driver.run(batch, edits)
+            except CbnError:
+                raise
+            except Exception as exc:  # the model failed on the filtered feature map (TorchScript wraps ours too)
+                text = " ".join(str(exc).split())[:160] or type(exc).__name__
+                raise AnalysisError(f"running the model with an intervention at {', '.join(edits)} failed ({text})",
+                                    hint="a model whose operations change between runs cannot be probed this way") from exc
             self._tick(len(batch))
             meter.add(ref, out)
         return meter.result(part, self.settings.max_change, self.settings.min_agreement)
@@ -472,10 +479,10 @@ def _probe(session: Session, name: str, reason: str, shape: tuple[int, ...], gra
         if not safe_change.holds:
             notes.append(f"the {factor}x down-sampling band chosen on the decide inputs does not hold on the held-out "
                          f"inputs (change {safe_change.relative_l2:.3g})")
-    if units < int(np.prod(grid)) * shape[0] and session.bank.counts["decide"] < shape[0]:
+    if needed_units is not None and needed_units == units and session.bank.counts["decide"] < shape[0]:
         notes.append(f"{session.bank.counts['decide']} decide inputs for {shape[0]} channels: the profile spans at most "
-                     f"{session.bank.counts['decide']} directions per frequency, so the rank truncation cannot keep "
-                     "more (held-out inputs may need directions it never saw)")
+                     f"{session.bank.counts['decide']} directions per frequency, and the rank truncation "
+                     "needed all of them: give more inputs for a needed rank below the profile's span")
     rank_values = [directions.rank_of(n) for n in range(units + 1)]
     metrics = profile.metrics if profile is not None else None
     return LayerNeeds(
@@ -522,6 +529,18 @@ def _change_words(change: OutputChange) -> str:
     return text + f" on {change.inputs} held-out input(s)"
 
 
+def _groups(results: list[LayerNeeds]) -> list[list[LayerNeeds]]:
+    """Consecutive probes with the same grid, needed band and advice (told in one sentence)."""
+    groups: list[list[LayerNeeds]] = []
+    for r in results:
+        last = groups[-1][0] if groups else None
+        if last is not None and (last.grid, last.needed_band, last.safe_factor) == (r.grid, r.needed_band, r.safe_factor):
+            groups[-1].append(r)
+        else:
+            groups.append([r])
+    return groups
+
+
 def _summary(results: list[LayerNeeds], joint: tuple[JointCheck, ...], settings: NeedsSettings,
              kind: str) -> list[str]:
     tol = f"relative change <= {settings.max_change:g}"
@@ -531,14 +550,17 @@ def _summary(results: list[LayerNeeds], joint: tuple[JointCheck, ...], settings:
     if all(r.everything_needed for r in results):
         lines.append(f"Everything is needed: at no probed layer can a frequency band be cut within the tolerance "
                      f"({tol}); no down-sampling is safe.")
-    for r in results:
+    for group in _groups(results):
+        r = group[0]
         grid = "x".join(map(str, r.grid))
-        if r.safe_factor > 1 and r.safe_change is not None:
-            lines.append(f"The features entering {r.name} ({grid}) need frequencies up to {r.needed_band:.3g} of "
-                         f"Nyquist; down-sampling by {r.safe_factor} there {_change_words(r.safe_change)}"
-                         f"{'' if r.safe_change.holds else ', which is beyond the tolerance'}.")
+        where = r.name if len(group) == 1 else f"{r.name} ... {group[-1].name} ({len(group)} layers)"
+        if r.safe_factor > 1:
+            worst = max((g.safe_change for g in group if g.safe_change is not None), key=lambda c: c.relative_l2)
+            lines.append(f"The features entering {where} ({grid}) need frequencies up to {r.needed_band:.3g} of "
+                         f"Nyquist; down-sampling by {r.safe_factor} there {'at most ' if len(group) > 1 else ''}"
+                         f"{_change_words(worst)}{'' if worst.holds else ', which is beyond the tolerance'}.")
         elif r.needed_band is not None and r.needed_band < 1.0:
-            lines.append(f"The features entering {r.name} ({grid}) need frequencies up to {r.needed_band:.3g} of "
+            lines.append(f"The features entering {where} ({grid}) need frequencies up to {r.needed_band:.3g} of "
                          "Nyquist: more than any down-sampling dividing the grid keeps.")
     needed = sum(r.needed_rank if r.needed_rank is not None else r.directions for r in results)
     total = sum(r.directions for r in results)
@@ -546,6 +568,7 @@ def _summary(results: list[LayerNeeds], joint: tuple[JointCheck, ...], settings:
                  f"{tol}).")
     for check in joint:
         if check.change is not None:
-            lines.append(f"All {len(check.cuts)} recommended down-sampling(s) at once {_change_words(check.change)}: "
+            lines.append(f"Joint check: the {len(check.cuts)} recommended down-sampling(s) applied together "
+                         f"{_change_words(check.change).replace('changes', 'change')}: "
                          f"{'the advice holds' if check.change.holds else 'they compound beyond the tolerance'}.")
     return lines

@@ -77,8 +77,12 @@ class TorchDriver:
         class Record(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 out = func(*args, **(kwargs or {}))
+                inplace = func.overloadpacket.__name__.endswith("_")
+                inputs = {id(a) for a in args if torch.is_tensor(a)}
                 for position, tensor in enumerate(_outputs(out)):
-                    if torch.is_tensor(tensor):
+                    # an op handing back one of its own inputs (a no-op slice, an alias) did not produce it,
+                    # an in-place op did (it is the last writer)
+                    if torch.is_tensor(tensor) and (inplace or id(tensor) not in inputs):
                         produced[id(tensor)] = (weakref.ref(tensor), calls[0], position)
                 calls[0] += 1
                 return out
@@ -101,7 +105,7 @@ class TorchDriver:
             sites[name] = site
             order.append(name)
 
-        with Record():
+        with self._stable(), Record():
             self.runner.run(data, sink)
         self.calls = calls[0]
 
@@ -109,7 +113,15 @@ class TorchDriver:
 
     def reference(self, batch: torch.Tensor, sink: Callable[[str, Any], None]) -> list[torch.Tensor]:
         """A plain run: the outputs, every conv input handed to ``sink`` (for the Gram matrices)."""
-        return [t.detach() for t in flatten_outputs(self.runner.run(batch, sink))]
+        with self._stable():
+            return [t.detach() for t in flatten_outputs(self.runner.run(batch, sink))]
+
+    def _stable(self):
+        """TorchScript's profiling executor runs other operations on the first calls than on later ones (it
+        profiles, then optimises): with optimisation off, every run executes the same sequence of calls."""
+        import contextlib
+
+        return torch.jit.optimized_execution(False) if self.kind == "torchscript" else contextlib.nullcontext()
 
     def run(self, batch: torch.Tensor, edits: dict[str, Edit]) -> list[torch.Tensor]:
         """The outputs with the feature maps of ``edits`` (layer name -> filter) replaced."""
@@ -152,7 +164,7 @@ class TorchDriver:
                     return type(out)(items)
                 return items[0]
 
-        with torch.no_grad(), Replace():
+        with torch.no_grad(), self._stable(), Replace():
             out = self.runner.run(data, lambda _name, _tensor: None)
         if done[0] != sum(len(v) for v in at.values()):
             raise AnalysisError(f"only {done[0]} of {sum(len(v) for v in at.values())} interventions took place "
