@@ -68,6 +68,18 @@ def test_figure_lines_and_tolerance(report):
     assert not any("\x1b" in t for t in legend_texts)
 
 
+def test_many_layers_get_a_colour_bar_not_a_legend(report):
+    import dataclasses
+
+    many = dataclasses.replace(report, layers=report.layers * 7)  # 14 probes: past the legend's 12
+    fig = plot_needs(many)
+    assert not fig.subfigs[0].legends
+    labels = [ax.get_ylabel() for ax in fig.subfigs[0].axes]
+    assert any("probed layer" in label for label in labels)  # the colour bar's axis
+    colours = {tuple(ln.get_color()) for ln in fig.subfigs[0].axes[0].get_lines() if ln.get_linestyle() == "-"}
+    assert len(colours) == 14  # one colour per probe position, even where names repeat
+
+
 def test_plot_writes_png_and_refuses_bad_extension(report, tmp_path):
     path = tmp_path / "needs.png"
     fig = report.plot(path)

@@ -7,6 +7,7 @@ the command.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -65,6 +66,8 @@ def needs_command(
     max_rings: Annotated[int, typer.Option("--max-rings", metavar="N", help="Band-stop one degree ring at a time up to N rings; more are removed in N equal groups.")] = 32,
     degree: Annotated[Metric, typer.Option("--degree", help="Degree of the ball low-pass and the rings: l1 (sum) or linf (max).")] = Metric.l1,
     json_out: Annotated[Optional[str], typer.Option("--json", metavar="FILE", help="Write the JSON (a `needs` section) to FILE; `-` for stdout.")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", metavar="FILE", help="Write the need curves and ring importances to FILE: .png, .svg or .pdf (needs the plot extra).")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", metavar="FILE", help="Write a self-contained HTML page (summary, joint checks, sortable layer table, figures, settings) to FILE.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Inputs per forward pass.")] = 32,
     max_inputs: Annotated[Optional[int], typer.Option("--max-inputs", min=1, help="Use at most this many inputs (noise: this many; default 64).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of noise inputs.")] = 0,
@@ -85,6 +88,9 @@ def needs_command(
 
     from ..errors import CbnError, UsageError
 
+    from ._needs_outputs import check_outputs, write_outputs
+
+    check_outputs(plot, html)  # before any work: nothing written half-way
     try:
         report = _run(source, activations, max_change, min_agreement, layers, all_layers, max_forward_passes,
                       held_out_every, max_rings, degree.value, batch_size, max_inputs, seed, input_size, mean, std,
@@ -98,6 +104,7 @@ def needs_command(
     from ..report.needs_json import needs_to_json
 
     text = needs_to_json(report)
+    write_outputs(report, plot, html)
     if json_out == "-":
         sys.stdout.write(text + "\n")
         return
