@@ -108,6 +108,15 @@ def test_html_section_numbers_and_escaping(report):
     assert len(rows) == len(report.layers)
 
 
+def test_html_long_type_is_cut_with_the_whole_in_a_tooltip(report):
+    import dataclasses
+
+    wide = dataclasses.replace(report.layers[0], needed_rank_type={d: d + 1 for d in range(10)})
+    page = needs_fragment(dataclasses.replace(report, layers=(wide,)), figures=False)
+    assert "5 @ deg 4, 6 @ deg 5, +4 more degrees" in page
+    assert 'title="1 @ deg 0, 2 @ deg 1' in page and "10 @ deg 9" in page
+
+
 def test_html_figures_embedded(report):
     fragment = needs_fragment(report, figures=True)
     assert fragment.count("data:image/png;base64,") == 2

@@ -16,6 +16,7 @@ import base64
 import dataclasses
 import io
 from html import escape
+from pathlib import Path
 from typing import Any
 
 from .._version import __version__
@@ -57,6 +58,14 @@ def _cell(column: str, text: str, sort: Any, css: str = "") -> str:
     return f'<td{attr} data-v="{_e(sort)}">{_e(text)}</td>'
 
 
+def _type_cell(counts: Any, limit: int = 6) -> str:
+    """The needed type, its first ``limit`` degrees and ``+N more``; the whole type in the tooltip."""
+    full = format_type(counts) or "–"
+    items = sorted(counts.items())
+    text = full if len(items) <= limit else (format_type(dict(items[:limit])) + f", +{len(items) - limit} more degrees")
+    return (f'<td class="l w" data-v="{sum(counts.values())}" title="{_e(full)}">{_e(text)}</td>')
+
+
 def _change_cell(column: str, change: Any) -> str:
     if change is None:
         return _cell(column, "–", -1)
@@ -82,7 +91,7 @@ def _row(i: int, layer: Any) -> str:
         _cell("needed rank", _num(layer.needed_rank), layer.needed_rank if layer.needed_rank is not None else -1),
         _cell("profile rank", _num(layer.profile_rank), layer.profile_rank),
         _cell("directions", _num(layer.directions), layer.directions),
-        _cell("needed type", format_type(layer.needed_rank_type) or "–", sum(layer.needed_rank_type.values())),
+        _type_cell(layer.needed_rank_type),
         _cell("safe", f"{layer.safe_factor}×", layer.safe_factor),
         _change_cell("change", layer.safe_change),
         _cell("top-1", "–" if top1 is None else f"{top1:.1%}", -1 if top1 is None else top1),
@@ -170,8 +179,8 @@ def needs_fragment(report: Any, figures: bool = True) -> str:
     verdict = ("everything is needed: no probed layer can be cut within tolerance" if report.everything_needed
                else f"needs {needed:,} of {total:,} frequency-channel directions over the probed layers")
     parts = [f'<div class="cbn"><style>{STYLE}{EXTRA_STYLE}</style>',
-             f"<h1>What {_e(report.source)} needs</h1>",
-             f'<div class="dim">{len(report.layers)} probed layers · run by {_e(report.runner)} · '
+             f"<h1>What {_e(Path(str(report.source)).name or report.source)} needs</h1>",
+             f'<div class="dim">{_e(report.source)} · {len(report.layers)} probed layers · run by {_e(report.runner)} · '
              f"{_inputs_line(report)}</div>",
              f'<div class="call{" none" if report.everything_needed else ""}"><b>{escape(verdict)}</b>'
              f'<ul class="summary">{"".join(f"<li>{_e(s)}</li>" for s in report.summary)}</ul></div>',
