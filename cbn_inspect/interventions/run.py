@@ -238,12 +238,15 @@ def _choose(order: list[str], aliases: dict[str, str], shapes: dict[str, tuple[i
     previous = None
     for name in order:
         grid = shapes[name][1:]
+        if all(n == 1 for n in grid):
+            continue  # a 1x1 map (squeeze-excitation, pooled heads) has no frequency to cut, and is no stage
         if grid != previous:
             chosen[name] = "grid-change"
         previous = grid
     for name in bottleneck_layers:
         site = aliases.get(name, name)
-        chosen.setdefault(site, "bottleneck")
+        if site in shapes and not all(n == 1 for n in shapes[site][1:]):
+            chosen.setdefault(site, "bottleneck")
     return [(name, chosen[name]) for name in order if name in chosen]
 
 
@@ -479,10 +482,15 @@ def _probe(session: Session, name: str, reason: str, shape: tuple[int, ...], gra
         if not safe_change.holds:
             notes.append(f"the {factor}x down-sampling band chosen on the decide inputs does not hold on the held-out "
                          f"inputs (change {safe_change.relative_l2:.3g})")
-    if needed_units is not None and needed_units == units and session.bank.counts["decide"] < shape[0]:
-        notes.append(f"{session.bank.counts['decide']} decide inputs for {shape[0]} channels: the profile spans at most "
-                     f"{session.bank.counts['decide']} directions per frequency, and the rank truncation "
-                     "needed all of them: give more inputs for a needed rank below the profile's span")
+    if needed_units is not None and needed_units == units and units > 0:
+        decide = session.bank.counts["decide"]
+        notes.append(f"the rank truncation needed every direction the {decide} decide inputs span ({rank_values[-1]}): "
+                     "the needed rank is a lower bound" + (f" (at most {decide} directions per frequency for "
+                                                           f"{shape[0]} channels: give more inputs)"
+                                                           if decide < shape[0] else ""))
+    if factor > 1 and any(n % factor for n in grid if n > 1):
+        notes.append(f"a {factor}x down-sampling does not divide every axis of {'x'.join(map(str, grid))}: its band "
+                     "1/s is what an ideal anti-alias filter keeps; a strided layer would round the grid up")
     rank_values = [directions.rank_of(n) for n in range(units + 1)]
     metrics = profile.metrics if profile is not None else None
     return LayerNeeds(
@@ -559,7 +567,7 @@ def _summary(results: list[LayerNeeds], joint: tuple[JointCheck, ...], settings:
             lines.append(f"The features entering {where} ({grid}) need frequencies up to {r.needed_band:.3g} of "
                          f"Nyquist; down-sampling by {r.safe_factor} there {'at most ' if len(group) > 1 else ''}"
                          f"{_change_words(worst)}{'' if worst.holds else ', which is beyond the tolerance'}.")
-        elif r.needed_band is not None and r.needed_band < 1.0:
+        elif r.needed_band is not None and 0 < r.needed_band < 1.0:
             lines.append(f"The features entering {where} ({grid}) need frequencies up to {r.needed_band:.3g} of "
                          "Nyquist: more than any down-sampling dividing the grid keeps.")
     needed = sum(r.needed_rank if r.needed_rank is not None else r.directions for r in results)
