@@ -63,6 +63,7 @@ def _check(report, runner):
     assert layer.profile_rank == 6 and dict(layer.profile_type) == {0: 2, 1: 4}
     assert report.split.decide == 12 and report.split.held_out == 12
     assert report.joint[0].cuts == ((layer.name, 4),) and report.joint[0].change.holds
+    assert report.joint[1].kind == "rank" and report.joint[1].cuts == ((layer.name, 6),) and report.joint[1].change.holds
 
 
 def test_planted_answers_through_the_rebuilt_file(planted):

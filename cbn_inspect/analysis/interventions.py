@@ -121,6 +121,7 @@ class Directions:
     rep_of_half: np.ndarray  # (H,) index into the representatives for every half row
     units: np.ndarray  # structured: value, rep, col, mult, degree
     channels: int
+    needed_units: int | None = None  # set by the search: how many units the layer needs
 
     @property
     def total(self) -> int:

@@ -263,7 +263,7 @@ def _estimate(shapes: dict[str, tuple[int, ...]], probes: list[str], settings: N
                + math.ceil(math.log2(top + 2)) + len(iv.ring_groups(top, settings.max_rings))
                + 2 + math.ceil(math.log2(units + 2)))
         total += per * decide + 4 * held
-    return total + 2 * held + held  # joint checks and the held-out references
+    return total + 2 * held + held  # the two joint checks and the held-out references
 
 
 def needs(source: Any, inputs: str | ActivationSettings = "noise", *, settings: NeedsSettings | None = None,
@@ -371,6 +371,7 @@ def _measure(source, runner, driver, bank: Bank, settings: NeedsSettings, analys
     kind = None
     session = Session(driver, bank, settings, "other", progress)
     session.label = "reference pass"
+    reference_started = time.perf_counter()
     for key, batch in bank.batches("decide"):
         collector.start_batch()
         out = driver.reference(batch, collector)
@@ -381,6 +382,7 @@ def _measure(source, runner, driver, bank: Bank, settings: NeedsSettings, analys
     if not out:
         raise NothingToAnalyseError("the model's output holds no floating-point tensor to compare")
     session.kind = kind
+    plain_seconds = time.perf_counter() - reference_started
     collector.start_batch()
     grams = {name: acc for name, acc in collector.accumulators.items()}
     layers = _finish(collector, analysis, bank.counts["decide"])
@@ -404,18 +406,28 @@ def _measure(source, runner, driver, bank: Bank, settings: NeedsSettings, analys
                                  hint="probe fewer layers (--layers), use fewer inputs or a larger --batch-size")
     session.estimate = estimate
     results = []
+    kept: dict[str, Any] = {}  # each probe's directions, for the joint rank check (within the memory bound)
+    kept_bytes = 0
     for name, reason in probes:
         session.label = name
         profile = by_name.get(name)
-        results.append(_probe(session, name, reason, shapes[name], grams[name], profile, driver, settings))
+        layer, directions = _probe(session, name, reason, shapes[name], grams[name], profile, driver, settings)
+        results.append(layer)
         grams.pop(name, None)
+        size = directions.vectors.numel() * directions.vectors.element_size()
+        if kept_bytes + size <= budget // 4:
+            kept[name] = directions
+            kept_bytes += size
+        else:
+            notes.append(f"{name}: its directions do not fit the memory bound: left out of the joint rank check")
         if hasattr(driver, "forget"):
             driver.forget()
-    joint = _joint(session, results, grams={}, settings=settings)
+    joint = _joint(session, results, kept, settings)
     summary = _summary(results, joint, settings, kind)
     wall = time.perf_counter() - started
     cost = NeedsCost(forward_passes=session.passes, input_evaluations=session.evaluations, estimated=estimate,
-                     cpu_seconds=round(time.process_time() - cpu_started, 3), wall_seconds=round(wall, 3))
+                     cpu_seconds=round(time.process_time() - cpu_started, 3), wall_seconds=round(wall, 3),
+                     plain_forward_seconds=round(plain_seconds, 4))
     stream = bank.stream
     inputs = stream.describe() if stream is not None else {}
     inputs["count"] = sum(bank.counts.values())
@@ -468,6 +480,7 @@ def _probe(session: Session, name: str, reason: str, shape: tuple[int, ...], gra
     needed_band = levels[box.needed] if box.needed is not None else None
     needed_degree = degrees[ball.needed] if ball.needed is not None else None
     needed_units = rank.needed
+    rank_values = [directions.rank_of(n) for n in range(units + 1)]
     held = {}
     if needed_band is not None:
         held["box"] = session.measure({name: _mask_edit(iv.box_mask(grid, needed_band))}, "held-out")
@@ -491,7 +504,7 @@ def _probe(session: Session, name: str, reason: str, shape: tuple[int, ...], gra
     if factor > 1 and any(n % factor for n in grid if n > 1):
         notes.append(f"a {factor}x down-sampling does not divide every axis of {'x'.join(map(str, grid))}: its band "
                      "1/s is what an ideal anti-alias filter keeps; a strided layer would round the grid up")
-    rank_values = [directions.rank_of(n) for n in range(units + 1)]
+    directions.needed_units = needed_units
     metrics = profile.metrics if profile is not None else None
     return LayerNeeds(
         name=name, grid=grid, channels=int(shape[0]), reason=reason,
@@ -511,19 +524,28 @@ def _probe(session: Session, name: str, reason: str, shape: tuple[int, ...], gra
         directions=int(np.prod(grid)) * int(shape[0]),
         safe_factor=factor, safe_change=safe_change, sanity_full=full, sanity_zero=zero,
         also_read_by=tuple(a for a, t in driver.aliases.items() if t == name), notes=tuple(notes),
-    )
+    ), directions
 
 
-def _joint(session: Session, results: list[LayerNeeds], grams, settings: NeedsSettings) -> tuple[JointCheck, ...]:
-    out = []
+def _joint(session: Session, results: list[LayerNeeds], directions: dict[str, Any],
+           settings: NeedsSettings) -> tuple[JointCheck, ...]:
+    """Every recommended down-sampling at once, and every needed rank at once, on the held-out inputs."""
+    session.label = "joint check"
     cuts = [(r.name, r.safe_factor) for r in results if r.safe_factor > 1]
-    change = None
-    if cuts:
-        session.label = "joint check"
-        grids = {r.name: r.grid for r in results}
-        change = session.measure({n: _mask_edit(iv.box_mask(grids[n], 1.0 / s)) for n, s in cuts}, "held-out")
-    out.append(JointCheck("downsampling", tuple(cuts), change))
+    grids = {r.name: r.grid for r in results}
+    change = (session.measure({n: _mask_edit(iv.box_mask(grids[n], 1.0 / s)) for n, s in cuts}, "held-out")
+              if cuts else None)
+    out = [JointCheck("downsampling", tuple(cuts), change)]
+    ranks = [(r.name, r.needed_rank) for r in results
+             if r.name in directions and r.needed_rank is not None and r.needed_rank < directions[r.name].total]
+    edits = {}
+    for name, _rank in ranks:
+        d = directions[name]
+        edits[name] = lambda x, d=d, n=d.needed_units: d.project(x, n)
+    change = session.measure(edits, "held-out") if edits else None
+    out.append(JointCheck("rank", tuple(ranks), change))
     return tuple(out)
+
 
 
 def _pct(value: float) -> str:
@@ -575,7 +597,11 @@ def _summary(results: list[LayerNeeds], joint: tuple[JointCheck, ...], settings:
     lines.append(f"Needs {needed} of {total} frequency-channel directions in the probed layers (rank truncation, "
                  f"{tol}).")
     for check in joint:
-        if check.change is not None:
+        if check.change is not None and check.kind == "rank":
+            lines.append(f"Joint check: the needed ranks at all {len(check.cuts)} layer(s) kept together "
+                         f"{_change_words(check.change).replace('changes', 'change')}: "
+                         f"{'the truncations hold' if check.change.holds else 'they compound beyond the tolerance'}.")
+        elif check.change is not None:
             lines.append(f"Joint check: the {len(check.cuts)} recommended down-sampling(s) applied together "
                          f"{_change_words(check.change).replace('changes', 'change')}: "
                          f"{'the advice holds' if check.change.holds else 'they compound beyond the tolerance'}.")
