@@ -367,7 +367,7 @@ def _measure(source, runner, driver, bank: Bank, settings: NeedsSettings, analys
         raise ResourceLimitError(f"the probed layers' Gram matrices need "
                                  f"{sum(_gram_bytes(shapes[n]) for n in wanted) >> 20} MB, more than the memory "
                                  "bound allows", hint="probe fewer layers (--layers) or raise --max-memory")
-    collector = _Collector(False, "cpu", pattern)
+    collector = _Collector(False, settings.activations.device, pattern)
     kind = None
     session = Session(driver, bank, settings, "other", progress)
     session.label = "reference pass"
@@ -583,14 +583,15 @@ def _summary(results: list[LayerNeeds], joint: tuple[JointCheck, ...], settings:
     for group in _groups(results):
         r = group[0]
         grid = "x".join(map(str, r.grid))
-        where = r.name if len(group) == 1 else f"{r.name} ... {group[-1].name} ({len(group)} layers)"
+        where = (f"{r.name} ({grid})" if len(group) == 1
+                 else f"{r.name} ... {group[-1].name} ({len(group)} layers, {grid})")
         if r.safe_factor > 1:
             worst = max((g.safe_change for g in group if g.safe_change is not None), key=lambda c: c.relative_l2)
-            lines.append(f"The features entering {where} ({grid}) need frequencies up to {r.needed_band:.3g} of "
+            lines.append(f"The features entering {where} need frequencies up to {r.needed_band:.3g} of "
                          f"Nyquist; down-sampling by {r.safe_factor} there {'at most ' if len(group) > 1 else ''}"
                          f"{_change_words(worst)}{'' if worst.holds else ', which is beyond the tolerance'}.")
         elif r.needed_band is not None and 0 < r.needed_band < 1.0:
-            lines.append(f"The features entering {where} ({grid}) need frequencies up to {r.needed_band:.3g} of "
+            lines.append(f"The features entering {where} need frequencies up to {r.needed_band:.3g} of "
                          "Nyquist: more than any down-sampling dividing the grid keeps.")
     needed = sum(r.needed_rank if r.needed_rank is not None else r.directions for r in results)
     total = sum(r.directions for r in results)
