@@ -127,6 +127,9 @@ def test_safe_factor_and_ring_groups():
     assert iv.safe_factor((16, 16), 0.2) == 4
     assert iv.safe_factor((12, 12), 0.3) == 3
     assert iv.safe_factor((7,), 0.1) == 7
+    assert iv.safe_factor((1, 96), 0.25) == 4 and iv.safe_factor((3, 96), 0.3) == 3  # length-1 axes are left alone
+    assert iv.safe_factor((14, 14), 0.25) == 2 or iv.safe_factor((14, 14), 0.25) == 4
+    assert iv.safe_factor((1, 1), 0.0) == 1
     assert iv.safe_factor((16, 16), 1.0) == 1 and iv.safe_factor((16, 16), None) == 1
     assert iv.ring_groups(5, 32) == [(d, d) for d in range(6)]
     groups = iv.ring_groups(56, 32)

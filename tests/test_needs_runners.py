@@ -2,7 +2,8 @@
 
 The planted network (``synthetic.planted_linear_network``): full-size circular convs on an 8x8 grid, no
 nonlinearity; layer 0 maps the input onto 2 directions at frequency 0 and 1 at each of (1, 0) and (0, 1) (and
-their mirrors), later layers keep exactly these, every frequency also carries a 1e-3 full-rank floor. So the
+their mirrors), later layers keep exactly these; every layer also carries a 1e-2 full-rank floor at every
+frequency, so the feature map entering layers.2 spans 136 directions of the decide inputs, 6 of them planted. So the
 feature map entering layers.2 needs rank 6 (2 @ deg 0, 4 @ deg 1) of its 512 directions, the l1 ball of degree 1,
 the box band 1/4 of Nyquist (|m_j| <= 1), hence a 4x down-sampling. The same network runs as a rebuilt sample
 file, an in-memory module, a TorchScript archive and an ONNX model.
@@ -32,7 +33,7 @@ def planted(tmp_path_factory):
     from safetensors.numpy import save_file
 
     state, meta = planted_linear_network(grid=(8, 8), channels=8, in_channels=4, depth=DEPTH, ranks=RANKS, seed=5,
-                                         noise=1e-3)
+                                         noise=1e-2)
     folder = tmp_path_factory.mktemp("needs")
     path = folder / "planted.safetensors"
     save_file(state, str(path), metadata=meta)
@@ -58,11 +59,13 @@ def _check(report, runner):
     assert layer.needed_rank == 6 and dict(layer.needed_rank_type) == {0: 2, 1: 4}
     assert layer.needed_degree == 1 and layer.needed_band == 0.25 and layer.safe_factor == 4
     assert layer.safe_change.holds and layer.safe_change.part == "held-out" and layer.safe_change.relative_l2 < 0.01
+    assert layer.rank.candidates > 100  # the 6 were found among every direction the decide inputs span
     ranks = {p.value: p.change.holds for p in layer.rank.points}
     assert ranks[6.0] and not ranks[max(v for v in ranks if v < 6)]  # one direction fewer does not hold
     assert layer.profile_rank == 6 and dict(layer.profile_type) == {0: 2, 1: 4}
     assert report.split.decide == 12 and report.split.held_out == 12
     assert report.joint[0].cuts == ((layer.name, 4),) and report.joint[0].change.holds
+    assert report.joint[1].kind == "rank" and report.joint[1].cuts == ((layer.name, 6),) and report.joint[1].change.holds
 
 
 def test_planted_answers_through_the_rebuilt_file(planted):

@@ -121,6 +121,7 @@ class Directions:
     rep_of_half: np.ndarray  # (H,) index into the representatives for every half row
     units: np.ndarray  # structured: value, rep, col, mult, degree
     channels: int
+    needed_units: int | None = None  # set by the search: how many units the layer needs
 
     @property
     def total(self) -> int:
@@ -210,6 +211,11 @@ def output_kind(outputs: Sequence[torch.Tensor]) -> str:
     return "other"
 
 
+def _probabilities(rows: torch.Tensor) -> bool:
+    """Rows that are already probability vectors (non-negative, summing to 1)."""
+    return bool((rows >= 0).all()) and bool(((rows.sum(1) - 1).abs() < 1e-4).all())
+
+
 class ChangeMeter:
     """Streaming comparison of modified outputs with the unmodified ones, batch by batch (float64 sums)."""
 
@@ -232,7 +238,10 @@ class ChangeMeter:
         if self.kind == "class":
             a, b = ref[0].detach().to(torch.float64).cpu(), new[0].detach().to(torch.float64).cpu()
             self.agree += int((a.argmax(1) == b.argmax(1)).sum())
-            p, logq = torch.log_softmax(a, 1), torch.log_softmax(b, 1)
+            if _probabilities(a):  # the model ends in a softmax: its outputs are the distributions
+                p, logq = a.clamp_min(1e-12).log(), b.clamp_min(1e-12).log()
+            else:  # logits
+                p, logq = torch.log_softmax(a, 1), torch.log_softmax(b, 1)
             self.kl += float((p.exp() * (p - logq)).sum())
         elif self.kind == "dense":
             a, b = ref[0].detach().cpu(), new[0].detach().cpu()
@@ -346,14 +355,17 @@ def ring_groups(top_degree: int, max_rings: int) -> list[tuple[int, int]]:
 
 
 def safe_factor(grid: Sequence[int], needed_band: float | None) -> int:
-    """The largest down-sampling factor s dividing every axis whose band ``1/s`` keeps ``needed_band``."""
+    """The largest down-sampling factor s whose band ``1/s`` keeps ``needed_band``, at most the shortest axis
+    longer than 1 (axes of length 1 are not down-sampled). A factor dividing every such axis is preferred: s
+    is the largest divisor when one holds the band, else the largest factor (which rounds a grid up)."""
     if needed_band is None:
         return 1
-    best = 1
-    for s in range(2, min(int(n) for n in grid) + 1):
-        if all(int(n) % s == 0 for n in grid) and 1.0 / s + 1e-9 >= needed_band:
-            best = s
-    return best
+    axes = [int(n) for n in grid if int(n) > 1]
+    if not axes:
+        return 1
+    fits = [s for s in range(2, min(axes) + 1) if 1.0 / s + 1e-9 >= needed_band]
+    dividing = [s for s in fits if all(n % s == 0 for n in axes)]
+    return max(dividing) if dividing else (max(fits) if fits else 1)
 
 
 def format_type(counts: dict[int, int] | None) -> str:

@@ -184,7 +184,7 @@ class NeedsCost:
     estimated: int
     cpu_seconds: float
     wall_seconds: float
-    plain_forward_seconds: float | None = None  # one plain pass over all inputs, for scale
+    plain_forward_seconds: float | None = None  # the reference pass: one plain run over the decide inputs, for scale
 
 
 @dataclass(frozen=True)

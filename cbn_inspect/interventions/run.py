@@ -238,12 +238,15 @@ def _choose(order: list[str], aliases: dict[str, str], shapes: dict[str, tuple[i
     previous = None
     for name in order:
         grid = shapes[name][1:]
+        if all(n == 1 for n in grid):
+            continue  # a 1x1 map (squeeze-excitation, pooled heads) has no frequency to cut, and is no stage
         if grid != previous:
             chosen[name] = "grid-change"
         previous = grid
     for name in bottleneck_layers:
         site = aliases.get(name, name)
-        chosen.setdefault(site, "bottleneck")
+        if site in shapes and not all(n == 1 for n in shapes[site][1:]):
+            chosen.setdefault(site, "bottleneck")
     return [(name, chosen[name]) for name in order if name in chosen]
 
 
@@ -260,7 +263,7 @@ def _estimate(shapes: dict[str, tuple[int, ...]], probes: list[str], settings: N
                + math.ceil(math.log2(top + 2)) + len(iv.ring_groups(top, settings.max_rings))
                + 2 + math.ceil(math.log2(units + 2)))
         total += per * decide + 4 * held
-    return total + 2 * held + held  # joint checks and the held-out references
+    return total + 2 * held + held  # the two joint checks and the held-out references
 
 
 def needs(source: Any, inputs: str | ActivationSettings = "noise", *, settings: NeedsSettings | None = None,
@@ -364,10 +367,11 @@ def _measure(source, runner, driver, bank: Bank, settings: NeedsSettings, analys
         raise ResourceLimitError(f"the probed layers' Gram matrices need "
                                  f"{sum(_gram_bytes(shapes[n]) for n in wanted) >> 20} MB, more than the memory "
                                  "bound allows", hint="probe fewer layers (--layers) or raise --max-memory")
-    collector = _Collector(False, "cpu", pattern)
+    collector = _Collector(False, settings.activations.device, pattern)
     kind = None
     session = Session(driver, bank, settings, "other", progress)
     session.label = "reference pass"
+    reference_started = time.perf_counter()
     for key, batch in bank.batches("decide"):
         collector.start_batch()
         out = driver.reference(batch, collector)
@@ -378,6 +382,7 @@ def _measure(source, runner, driver, bank: Bank, settings: NeedsSettings, analys
     if not out:
         raise NothingToAnalyseError("the model's output holds no floating-point tensor to compare")
     session.kind = kind
+    plain_seconds = time.perf_counter() - reference_started
     collector.start_batch()
     grams = {name: acc for name, acc in collector.accumulators.items()}
     layers = _finish(collector, analysis, bank.counts["decide"])
@@ -401,18 +406,28 @@ def _measure(source, runner, driver, bank: Bank, settings: NeedsSettings, analys
                                  hint="probe fewer layers (--layers), use fewer inputs or a larger --batch-size")
     session.estimate = estimate
     results = []
+    kept: dict[str, Any] = {}  # each probe's directions, for the joint rank check (within the memory bound)
+    kept_bytes = 0
     for name, reason in probes:
         session.label = name
         profile = by_name.get(name)
-        results.append(_probe(session, name, reason, shapes[name], grams[name], profile, driver, settings))
+        layer, directions = _probe(session, name, reason, shapes[name], grams[name], profile, driver, settings)
+        results.append(layer)
         grams.pop(name, None)
+        size = directions.vectors.numel() * directions.vectors.element_size()
+        if kept_bytes + size <= budget // 4:
+            kept[name] = directions
+            kept_bytes += size
+        else:
+            notes.append(f"{name}: its directions do not fit the memory bound: left out of the joint rank check")
         if hasattr(driver, "forget"):
             driver.forget()
-    joint = _joint(session, results, grams={}, settings=settings)
+    joint = _joint(session, results, kept, settings)
     summary = _summary(results, joint, settings, kind)
     wall = time.perf_counter() - started
     cost = NeedsCost(forward_passes=session.passes, input_evaluations=session.evaluations, estimated=estimate,
-                     cpu_seconds=round(time.process_time() - cpu_started, 3), wall_seconds=round(wall, 3))
+                     cpu_seconds=round(time.process_time() - cpu_started, 3), wall_seconds=round(wall, 3),
+                     plain_forward_seconds=round(plain_seconds, 4))
     stream = bank.stream
     inputs = stream.describe() if stream is not None else {}
     inputs["count"] = sum(bank.counts.values())
@@ -465,6 +480,7 @@ def _probe(session: Session, name: str, reason: str, shape: tuple[int, ...], gra
     needed_band = levels[box.needed] if box.needed is not None else None
     needed_degree = degrees[ball.needed] if ball.needed is not None else None
     needed_units = rank.needed
+    rank_values = [directions.rank_of(n) for n in range(units + 1)]
     held = {}
     if needed_band is not None:
         held["box"] = session.measure({name: _mask_edit(iv.box_mask(grid, needed_band))}, "held-out")
@@ -479,11 +495,16 @@ def _probe(session: Session, name: str, reason: str, shape: tuple[int, ...], gra
         if not safe_change.holds:
             notes.append(f"the {factor}x down-sampling band chosen on the decide inputs does not hold on the held-out "
                          f"inputs (change {safe_change.relative_l2:.3g})")
-    if needed_units is not None and needed_units == units and session.bank.counts["decide"] < shape[0]:
-        notes.append(f"{session.bank.counts['decide']} decide inputs for {shape[0]} channels: the profile spans at most "
-                     f"{session.bank.counts['decide']} directions per frequency, and the rank truncation "
-                     "needed all of them: give more inputs for a needed rank below the profile's span")
-    rank_values = [directions.rank_of(n) for n in range(units + 1)]
+    if needed_units is not None and needed_units == units and units > 0:
+        decide = session.bank.counts["decide"]
+        notes.append(f"the rank truncation needed every direction the {decide} decide inputs span ({rank_values[-1]}): "
+                     "the needed rank is a lower bound" + (f" (at most {decide} directions per frequency for "
+                                                           f"{shape[0]} channels: give more inputs)"
+                                                           if decide < shape[0] else ""))
+    if factor > 1 and any(n % factor for n in grid if n > 1):
+        notes.append(f"a {factor}x down-sampling does not divide every axis of {'x'.join(map(str, grid))}: its band "
+                     "1/s is what an ideal anti-alias filter keeps; a strided layer would round the grid up")
+    directions.needed_units = needed_units
     metrics = profile.metrics if profile is not None else None
     return LayerNeeds(
         name=name, grid=grid, channels=int(shape[0]), reason=reason,
@@ -503,19 +524,28 @@ def _probe(session: Session, name: str, reason: str, shape: tuple[int, ...], gra
         directions=int(np.prod(grid)) * int(shape[0]),
         safe_factor=factor, safe_change=safe_change, sanity_full=full, sanity_zero=zero,
         also_read_by=tuple(a for a, t in driver.aliases.items() if t == name), notes=tuple(notes),
-    )
+    ), directions
 
 
-def _joint(session: Session, results: list[LayerNeeds], grams, settings: NeedsSettings) -> tuple[JointCheck, ...]:
-    out = []
+def _joint(session: Session, results: list[LayerNeeds], directions: dict[str, Any],
+           settings: NeedsSettings) -> tuple[JointCheck, ...]:
+    """Every recommended down-sampling at once, and every needed rank at once, on the held-out inputs."""
+    session.label = "joint check"
     cuts = [(r.name, r.safe_factor) for r in results if r.safe_factor > 1]
-    change = None
-    if cuts:
-        session.label = "joint check"
-        grids = {r.name: r.grid for r in results}
-        change = session.measure({n: _mask_edit(iv.box_mask(grids[n], 1.0 / s)) for n, s in cuts}, "held-out")
-    out.append(JointCheck("downsampling", tuple(cuts), change))
+    grids = {r.name: r.grid for r in results}
+    change = (session.measure({n: _mask_edit(iv.box_mask(grids[n], 1.0 / s)) for n, s in cuts}, "held-out")
+              if cuts else None)
+    out = [JointCheck("downsampling", tuple(cuts), change)]
+    ranks = [(r.name, r.needed_rank) for r in results
+             if r.name in directions and r.needed_rank is not None and r.needed_rank < directions[r.name].total]
+    edits = {}
+    for name, _rank in ranks:
+        d = directions[name]
+        edits[name] = lambda x, d=d, n=d.needed_units: d.project(x, n)
+    change = session.measure(edits, "held-out") if edits else None
+    out.append(JointCheck("rank", tuple(ranks), change))
     return tuple(out)
+
 
 
 def _pct(value: float) -> str:
@@ -553,21 +583,26 @@ def _summary(results: list[LayerNeeds], joint: tuple[JointCheck, ...], settings:
     for group in _groups(results):
         r = group[0]
         grid = "x".join(map(str, r.grid))
-        where = r.name if len(group) == 1 else f"{r.name} ... {group[-1].name} ({len(group)} layers)"
+        where = (f"{r.name} ({grid})" if len(group) == 1
+                 else f"{r.name} ... {group[-1].name} ({len(group)} layers, {grid})")
         if r.safe_factor > 1:
             worst = max((g.safe_change for g in group if g.safe_change is not None), key=lambda c: c.relative_l2)
-            lines.append(f"The features entering {where} ({grid}) need frequencies up to {r.needed_band:.3g} of "
+            lines.append(f"The features entering {where} need frequencies up to {r.needed_band:.3g} of "
                          f"Nyquist; down-sampling by {r.safe_factor} there {'at most ' if len(group) > 1 else ''}"
                          f"{_change_words(worst)}{'' if worst.holds else ', which is beyond the tolerance'}.")
-        elif r.needed_band is not None and r.needed_band < 1.0:
-            lines.append(f"The features entering {where} ({grid}) need frequencies up to {r.needed_band:.3g} of "
+        elif r.needed_band is not None and 0 < r.needed_band < 1.0:
+            lines.append(f"The features entering {where} need frequencies up to {r.needed_band:.3g} of "
                          "Nyquist: more than any down-sampling dividing the grid keeps.")
     needed = sum(r.needed_rank if r.needed_rank is not None else r.directions for r in results)
     total = sum(r.directions for r in results)
     lines.append(f"Needs {needed} of {total} frequency-channel directions in the probed layers (rank truncation, "
                  f"{tol}).")
     for check in joint:
-        if check.change is not None:
+        if check.change is not None and check.kind == "rank":
+            lines.append(f"Joint check: the needed ranks at all {len(check.cuts)} layer(s) kept together "
+                         f"{_change_words(check.change).replace('changes', 'change')}: "
+                         f"{'the truncations hold' if check.change.holds else 'they compound beyond the tolerance'}.")
+        elif check.change is not None:
             lines.append(f"Joint check: the {len(check.cuts)} recommended down-sampling(s) applied together "
                          f"{_change_words(check.change).replace('changes', 'change')}: "
                          f"{'the advice holds' if check.change.holds else 'they compound beyond the tolerance'}.")

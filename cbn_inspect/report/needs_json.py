@@ -110,7 +110,8 @@ def needs_section(report: NeedsReport) -> dict[str, Any]:
         "summary": list(report.summary),
         "cost": {"forward_passes": report.cost.forward_passes, "input_evaluations": report.cost.input_evaluations,
                  "estimated_forward_passes": report.cost.estimated, "cpu_seconds": report.cost.cpu_seconds,
-                 "wall_seconds": report.cost.wall_seconds},
+                 "wall_seconds": report.cost.wall_seconds,
+                 "plain_forward_seconds": _num(report.cost.plain_forward_seconds)},
         "notes": list(report.notes),
     }
 
