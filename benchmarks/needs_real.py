@@ -124,6 +124,7 @@ def run_one(path: Path, label: str, spec: str, size, mean, std, args: argparse.N
     report = needs(str(path), spec, input_size="x".join(map(str, size)), mean=tuple(mean) if mean else None,
                    std=tuple(std) if std else None, batch_size=args.batch_size, max_change=args.max_change,
                    max_forward_passes=args.max_forward_passes, max_rings=args.max_rings, layers=args.layers,
+                   max_memory_mb=args.max_memory,
                    progress=progress)
     batches = input_batches(spec, size, mean, std, args.batch_size)
     plain_cpu, plain_wall = plain_forward(path, batches)
@@ -140,7 +141,7 @@ def run_one(path: Path, label: str, spec: str, size, mean, std, args: argparse.N
     held = [j["change"]["holds"] for j in joint if j["change"] is not None]
     row = {
         "model": path.name, "inputs": label, "spec": spec, "input_size": list(size), "runner": report.runner,
-        "max_rings": args.max_rings, "layers_flag": args.layers,
+        "max_rings": args.max_rings, "layers_flag": args.layers, "max_memory_mb": args.max_memory,
         "output": dict(report.output), "count": report.inputs.get("count"),
         "split": {"rule": report.split.rule, "decide": report.split.decide, "held_out": report.split.held_out},
         "layers": layer_rows(report), "joint": joint,
@@ -216,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-change", type=float, default=0.05)
     parser.add_argument("--max-forward-passes", type=int, default=None)
     parser.add_argument("--max-rings", type=int, default=32, help="band-stop rings per probe (needs' --max-rings)")
+    parser.add_argument("--max-memory", type=int, default=1500, help="MB for cached inputs and prefixes (needs' --max-memory)")
     parser.add_argument("--layers", default=None, help="probe only the conv layers matching this regex")
     parser.add_argument("--input-size", type=lambda s: tuple(int(v) for v in s.split("x")), default=None)
     parser.add_argument("--mean", type=float, nargs="+", default=None)
