@@ -94,6 +94,7 @@ def layer_rows(report: Any) -> list[dict[str, Any]]:
             "safe_holds": None if safe is None else safe.holds,
             "sanity_full": layer.sanity_full.relative_l2, "sanity_zero": layer.sanity_zero.relative_l2,
             "rings_that_matter": [[r.low, r.high] for r in layer.rings if not r.change.holds],
+            "rings": len(layer.rings),
             "monotone": {k: getattr(layer, k).monotone for k in ("box", "ball", "rank")},
             "notes": list(layer.notes),
         })
@@ -173,15 +174,15 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         c = r["cost"]
         out.append(f"### {r['model']} on {r['inputs']} ({r['count']} inputs: {r['split']['decide']} decide, "
                    f"{r['split']['held_out']} held out; input {'x'.join(map(str, r['input_size']))}; output "
-                   f"{r['output'].get('kind')} {r['output'].get('shape')})\n")
+                   f"{r['output'].get('kind')} {r['output'].get('shapes', r['output'].get('shape'))})\n")
         out.append("| layer | C x grid | probe | band (ν/νN) | degree | needed rank / profile / all | type | safe ↓ | "
-                   "held-out change | rings that matter |")
+                   "held-out change | rings that matter alone |")
         out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for l in r["layers"]:
             typ = ", ".join(f"{v} @ deg {k}" for k, v in l["needed_rank_type"].items())
             if len(typ) > 60:
                 typ = typ[:57] + "..."
-            rings = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in l["rings_that_matter"]) or "none"
+            rings = f"{len(l['rings_that_matter'])} of {l.get('rings', '?')}"
             out.append(f"| {l['layer']} | {l['channels']}x{'x'.join(map(str, l['grid']))} | {l['reason']} | "
                        f"{_f(l['needed_band'])} | {_f(l['needed_degree'])} | {_f(l['needed_rank'])} / "
                        f"{l['profile_rank']} / {l['directions']} | {typ or '–'} | {l['safe_factor']}x | "
