@@ -584,7 +584,7 @@ def _summary(results: list[LayerNeeds], joint: tuple[JointCheck, ...], settings:
         r = group[0]
         grid = "x".join(map(str, r.grid))
         where = (f"{r.name} ({grid})" if len(group) == 1
-                 else f"{r.name} ... {group[-1].name} ({len(group)} layers, {grid})")
+                 else f"{r.name} ... {group[-1].name} ({len(group)} probed layers, {grid})")
         if r.safe_factor > 1:
             worst = max((g.safe_change for g in group if g.safe_change is not None), key=lambda c: c.relative_l2)
             lines.append(f"The features entering {where} need frequencies up to {r.needed_band:.3g} of "
