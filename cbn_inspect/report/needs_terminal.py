@@ -93,5 +93,6 @@ class NeedsTerminal:
         for layer in self.report.layers:
             for note in layer.notes + layer.box.notes + layer.ball.notes + layer.rank.notes:
                 yield f"note: {layer.name}: {note}"
-        if any(not layer.safe_change.holds for layer in self.report.layers if layer.safe_change is not None):
+        changes = [c for layer in self.report.layers for c in (layer.safe_change, layer.rank.held_out) if c is not None]
+        if any(not c.holds for c in changes):
             yield "'!' marks a change beyond the tolerance on the held-out inputs"
