@@ -22,7 +22,7 @@ def test_terminal_table_summary_and_json_file(cli, tmp_path):
     result = cli("needs", DEMO_1D, *FAST, "--json", str(out), env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.stderr
     text = result.stdout
-    for word in ("layers.0", "layers.6", "band", "rank/profile", "down", "held-out change", "Joint check",
+    for word in ("layers.0", "layers.6", "band", "rank/profile", "down", "its change", "rank change", "Joint check",
                  "frequency-channel directions", "forward passes"):
         assert word in text
     data = json.loads(out.read_text())

@@ -218,8 +218,11 @@ class OnnxDriver:
         n = len(batch)
         names = self.outputs + [t for t in self.runner.outputs if t not in self.outputs]
         values = dict(zip(names, self._run(self.runner.session, names, {self.inputs[0]: self._feed(batch)})))
+        maps: dict[str, torch.Tensor] = {}  # one tensor object per ONNX tensor: layers reading it are aliases
         for layer, tensor in self.runner.layers:
-            sink(layer, torch.from_numpy(np.ascontiguousarray(values[tensor][:n])).float())
+            if tensor not in maps:
+                maps[tensor] = torch.from_numpy(np.ascontiguousarray(values[tensor][:n])).float()
+            sink(layer, maps[tensor])
         return [torch.from_numpy(np.ascontiguousarray(values[o][:n])).float() for o in self.outputs
                 if np.issubdtype(values[o].dtype, np.floating)]
 

@@ -22,19 +22,19 @@ import dataclasses
 import math
 import re
 import time
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..analysis import interventions as iv
 from ..analysis import locate_bottleneck
-from ..errors import AnalysisError, CbnError, NothingToAnalyseError, ResourceLimitError, UsageError
+from ..errors import CbnError, NothingToAnalyseError, ResourceLimitError, UsageError
 from ..records import ActivationSettings, Settings
 from .records import (InputSplit, JointCheck, LayerNeeds, NeedCurve, NeedsCost, NeedsReport, NeedsSettings,
-                      OutputChange, RingImportance)
-
-Progress = Callable[[int, int, str], None]  # (forward passes done, estimated total, what)
+                      RingImportance)
+from .session import Bank, Progress, Session, mask_edit
+from .summary import summarise
 
 
 def validate(settings: NeedsSettings) -> None:
@@ -58,122 +58,6 @@ def validate(settings: NeedsSettings) -> None:
             re.compile(settings.layer_filter)
         except re.error as exc:
             raise UsageError(f"--layers {settings.layer_filter!r} is not a valid regular expression: {exc}") from exc
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Inputs: split, kept in memory when they fit, else re-read
-# --------------------------------------------------------------------------------------------------------------
-
-class Bank:
-    """The decide and held-out batches, and the unmodified outputs of each (cached within ``budget`` bytes)."""
-
-    def __init__(self, open_stream: Callable[[], Any], batch_size: int, every: int, budget: int) -> None:
-        self.open_stream, self.batch_size, self.every, self.budget = open_stream, batch_size, every, budget
-        self.store: dict[str, list[torch.Tensor]] | None = {"decide": [], "held-out": []}
-        self.counts = {"decide": 0, "held-out": 0}
-        self.used = 0
-        self.refs: dict[tuple[str, int], list[torch.Tensor]] = {}
-        self.stream = None
-        for part, batch in self._split():
-            self.counts[part] += len(batch)
-            if self.store is not None:
-                self.used += batch.numel() * batch.element_size()
-                if self.used > budget:
-                    self.store = None  # re-read the inputs for every pass
-                else:
-                    self.store[part].append(batch)
-
-    def _split(self) -> Iterator[tuple[str, torch.Tensor]]:
-        stream = self.open_stream()
-        self.stream = stream
-        pending: dict[str, list[torch.Tensor]] = {"decide": [], "held-out": []}
-        index = 0
-        for batch in stream.batches(self.batch_size):
-            for item in batch:
-                part = "held-out" if index % self.every == 1 else "decide"
-                index += 1
-                pending[part].append(item)
-                if len(pending[part]) == self.batch_size:
-                    yield part, torch.stack(pending[part])
-                    pending[part] = []
-        for part in ("decide", "held-out"):
-            if pending[part]:
-                yield part, torch.stack(pending[part])
-
-    def batches(self, part: str) -> Iterator[tuple[int, torch.Tensor]]:
-        if self.store is not None:
-            yield from enumerate(self.store[part])
-            return
-        key = 0
-        for which, batch in self._split():
-            if which == part:
-                yield key, batch
-                key += 1
-
-    def batch_count(self, part: str) -> int:
-        return math.ceil(self.counts[part] / self.batch_size) if self.counts[part] else 0
-
-
-class Session:
-    """The driver, the inputs and the tolerances: measures an intervention, counting forward passes."""
-
-    def __init__(self, driver: Any, bank: Bank, settings: NeedsSettings, kind: str, progress: Progress | None,
-                 estimate: int = 0) -> None:
-        self.driver, self.bank, self.settings, self.kind = driver, bank, settings, kind
-        self.progress = progress
-        self.passes = 0
-        self.evaluations = 0
-        self.estimate = estimate
-        self.ref_bytes = 0
-        self.label = ""
-
-    def _tick(self, inputs: int) -> None:
-        self.passes += 1
-        self.evaluations += inputs
-        if self.progress is not None:
-            self.progress(self.passes, max(self.estimate, self.passes), self.label)
-
-    def reference(self, part: str, key: int, batch: torch.Tensor) -> list[torch.Tensor]:
-        cached = self.bank.refs.get((part, key))
-        if cached is not None:
-            return cached
-        out = self.driver.reference(batch, lambda _n, _t: None)
-        self._tick(len(batch))
-        self.keep_ref(part, key, out)
-        return out
-
-    def keep_ref(self, part: str, key: int, out: list[torch.Tensor]) -> None:
-        size = sum(t.numel() * t.element_size() for t in out)
-        if self.ref_bytes + size <= self.bank.budget:
-            self.bank.refs[(part, key)] = out
-            self.ref_bytes += size
-
-    def measure(self, edits: dict[str, iv_edit], part: str = "decide") -> OutputChange:
-        meter = iv.ChangeMeter(self.kind)
-        for key, batch in self.bank.batches(part):
-            ref = self.reference(part, key, batch)
-            try:
-                out = self.driver.run(batch, edits, key=(part, key)) if self._onnx else self.driver.run(batch, edits)
-            except CbnError:
-                raise
-            except Exception as exc:  # the model failed on the filtered feature map (TorchScript wraps ours too)
-                text = " ".join(str(exc).split())[:160] or type(exc).__name__
-                raise AnalysisError(f"running the model with an intervention at {', '.join(edits)} failed ({text})",
-                                    hint="a model whose operations change between runs cannot be probed this way") from exc
-            self._tick(len(batch))
-            meter.add(ref, out)
-        return meter.result(part, self.settings.max_change, self.settings.min_agreement)
-
-    @property
-    def _onnx(self) -> bool:
-        return self.driver.kind == "onnxruntime"
-
-
-iv_edit = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _mask_edit(mask: np.ndarray) -> iv_edit:
-    return lambda x: iv.apply_mask(x, mask)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -423,7 +307,7 @@ def _measure(source, runner, driver, bank: Bank, settings: NeedsSettings, analys
         if hasattr(driver, "forget"):
             driver.forget()
     joint = _joint(session, results, kept, settings)
-    summary = _summary(results, joint, settings, kind)
+    summary = summarise(results, joint, settings, kind)
     wall = time.perf_counter() - started
     cost = NeedsCost(forward_passes=session.passes, input_evaluations=session.evaluations, estimated=estimate,
                      cpu_seconds=round(time.process_time() - cpu_started, 3), wall_seconds=round(wall, 3),
@@ -449,8 +333,8 @@ def _probe(session: Session, name: str, reason: str, shape: tuple[int, ...], gra
     metric = settings.degree_metric
     notes: list[str] = []
     levels = iv.box_levels(grid)
-    full = session.measure({name: _mask_edit(iv.box_mask(grid, levels[-1]))})
-    zero = session.measure({name: _mask_edit(iv.box_mask(grid, 0.0))})
+    full = session.measure({name: mask_edit(iv.box_mask(grid, levels[-1]))})
+    zero = session.measure({name: mask_edit(iv.box_mask(grid, 0.0))})
     if full.relative_l2 > 1e-6:
         notes.append(f"the full band changes the outputs by {full.relative_l2:.2e} (more than float32 round-off)")
     if zero.holds:
@@ -462,18 +346,18 @@ def _probe(session: Session, name: str, reason: str, shape: tuple[int, ...], gra
     while s <= min(grid):
         seeds.append(max(i for i, v in enumerate(levels) if v <= 1.0 / s + 1e-9))
         s *= 2
-    box = iv.find_needed(len(levels), lambda i: session.measure({name: _mask_edit(iv.box_mask(grid, levels[i]))}),
+    box = iv.find_needed(len(levels), lambda i: session.measure({name: mask_edit(iv.box_mask(grid, levels[i]))}),
                          seeds=seeds, known={len(levels) - 1: full, 0: zero})
     top = iv.max_degree(grid, metric)
     degrees = list(range(top + 1))
     ball = iv.find_needed(len(degrees),
-                          lambda i: session.measure({name: _mask_edit(iv.ball_mask(grid, i, metric))}),
+                          lambda i: session.measure({name: mask_edit(iv.ball_mask(grid, i, metric))}),
                           known={len(degrees) - 1: full, 0: zero})
     rings = []
     for low, high in iv.ring_groups(top, settings.max_rings):
         mask = iv.ring_mask(grid, low, high, metric)
         rings.append(RingImportance(low, high, iv.complex_count(grid, ~mask),
-                                    session.measure({name: _mask_edit(mask)})))
+                                    session.measure({name: mask_edit(mask)})))
     directions = iv.directions_from_gram(gram.gram, grid, metric)
     units = len(directions.units)
     rank = iv.find_needed(units + 1, lambda n: session.measure({name: lambda x, n=n: directions.project(x, n)}))
@@ -483,15 +367,15 @@ def _probe(session: Session, name: str, reason: str, shape: tuple[int, ...], gra
     rank_values = [directions.rank_of(n) for n in range(units + 1)]
     held = {}
     if needed_band is not None:
-        held["box"] = session.measure({name: _mask_edit(iv.box_mask(grid, needed_band))}, "held-out")
+        held["box"] = session.measure({name: mask_edit(iv.box_mask(grid, needed_band))}, "held-out")
     if needed_degree is not None:
-        held["ball"] = session.measure({name: _mask_edit(iv.ball_mask(grid, needed_degree, metric))}, "held-out")
+        held["ball"] = session.measure({name: mask_edit(iv.ball_mask(grid, needed_degree, metric))}, "held-out")
     if needed_units is not None:
         held["rank"] = session.measure({name: lambda x: directions.project(x, needed_units)}, "held-out")
     factor = iv.safe_factor(grid, needed_band)
     safe_change = None
     if factor > 1:
-        safe_change = session.measure({name: _mask_edit(iv.box_mask(grid, 1.0 / factor))}, "held-out")
+        safe_change = session.measure({name: mask_edit(iv.box_mask(grid, 1.0 / factor))}, "held-out")
         if not safe_change.holds:
             notes.append(f"the {factor}x down-sampling band chosen on the decide inputs does not hold on the held-out "
                          f"inputs (change {safe_change.relative_l2:.3g})")
@@ -533,7 +417,7 @@ def _joint(session: Session, results: list[LayerNeeds], directions: dict[str, An
     session.label = "joint check"
     cuts = [(r.name, r.safe_factor) for r in results if r.safe_factor > 1]
     grids = {r.name: r.grid for r in results}
-    change = (session.measure({n: _mask_edit(iv.box_mask(grids[n], 1.0 / s)) for n, s in cuts}, "held-out")
+    change = (session.measure({n: mask_edit(iv.box_mask(grids[n], 1.0 / s)) for n, s in cuts}, "held-out")
               if cuts else None)
     out = [JointCheck("downsampling", tuple(cuts), change)]
     ranks = [(r.name, r.needed_rank) for r in results
@@ -545,65 +429,3 @@ def _joint(session: Session, results: list[LayerNeeds], directions: dict[str, An
     change = session.measure(edits, "held-out") if edits else None
     out.append(JointCheck("rank", tuple(ranks), change))
     return tuple(out)
-
-
-
-def _pct(value: float) -> str:
-    return f"{100 * value:.3g}%" if math.isfinite(value) else "inf"
-
-
-def _change_words(change: OutputChange) -> str:
-    text = f"changes the outputs by {_pct(change.relative_l2)}"
-    if change.top1_agreement is not None:
-        text += f" (top-1 agreement {_pct(change.top1_agreement)})"
-    return text + f" on {change.inputs} held-out input(s)"
-
-
-def _groups(results: list[LayerNeeds]) -> list[list[LayerNeeds]]:
-    """Consecutive probes with the same grid, needed band and advice (told in one sentence)."""
-    groups: list[list[LayerNeeds]] = []
-    for r in results:
-        last = groups[-1][0] if groups else None
-        if last is not None and (last.grid, last.needed_band, last.safe_factor) == (r.grid, r.needed_band, r.safe_factor):
-            groups[-1].append(r)
-        else:
-            groups.append([r])
-    return groups
-
-
-def _summary(results: list[LayerNeeds], joint: tuple[JointCheck, ...], settings: NeedsSettings,
-             kind: str) -> list[str]:
-    tol = f"relative change <= {settings.max_change:g}"
-    if kind == "class":
-        tol += f" and top-1 agreement >= {settings.min_agreement:g}"
-    lines = []
-    if all(r.everything_needed for r in results):
-        lines.append(f"Everything is needed: at no probed layer can a frequency band be cut within the tolerance "
-                     f"({tol}); no down-sampling is safe.")
-    for group in _groups(results):
-        r = group[0]
-        grid = "x".join(map(str, r.grid))
-        where = (f"{r.name} ({grid})" if len(group) == 1
-                 else f"{r.name} ... {group[-1].name} ({len(group)} layers, {grid})")
-        if r.safe_factor > 1:
-            worst = max((g.safe_change for g in group if g.safe_change is not None), key=lambda c: c.relative_l2)
-            lines.append(f"The features entering {where} need frequencies up to {r.needed_band:.3g} of "
-                         f"Nyquist; down-sampling by {r.safe_factor} there {'at most ' if len(group) > 1 else ''}"
-                         f"{_change_words(worst)}{'' if worst.holds else ', which is beyond the tolerance'}.")
-        elif r.needed_band is not None and 0 < r.needed_band < 1.0:
-            lines.append(f"The features entering {where} need frequencies up to {r.needed_band:.3g} of "
-                         "Nyquist: more than any down-sampling dividing the grid keeps.")
-    needed = sum(r.needed_rank if r.needed_rank is not None else r.directions for r in results)
-    total = sum(r.directions for r in results)
-    lines.append(f"Needs {needed} of {total} frequency-channel directions in the probed layers (rank truncation, "
-                 f"{tol}).")
-    for check in joint:
-        if check.change is not None and check.kind == "rank":
-            lines.append(f"Joint check: the needed ranks at all {len(check.cuts)} layer(s) kept together "
-                         f"{_change_words(check.change).replace('changes', 'change')}: "
-                         f"{'the truncations hold' if check.change.holds else 'they compound beyond the tolerance'}.")
-        elif check.change is not None:
-            lines.append(f"Joint check: the {len(check.cuts)} recommended down-sampling(s) applied together "
-                         f"{_change_words(check.change).replace('changes', 'change')}: "
-                         f"{'the advice holds' if check.change.holds else 'they compound beyond the tolerance'}.")
-    return lines

@@ -21,6 +21,8 @@ def _pct(value: float | None) -> str:
         return "-"
     if not math.isfinite(value):
         return "inf"
+    if value == 0:
+        return "0%"
     return f"{100 * value:.2f}%" if value >= 1e-4 else f"{100 * value:.1e}%"
 
 
@@ -57,7 +59,7 @@ class NeedsTerminal:
         table = Table(show_edge=False, pad_edge=False, header_style="bold")
         for column, justify in (("layer", "left"), ("grid", "right"), ("band", "right"),
                                 ("deg", "right"), ("rank/profile", "right"), ("type", "left"),
-                                ("down", "right"), ("held-out change", "right")):
+                                ("down", "right"), ("its change", "right"), ("rank change", "right")):
             table.add_column(column, justify=justify, overflow="fold")
         for layer in r.layers:
             name = safe(layer.name)
@@ -67,13 +69,15 @@ class NeedsTerminal:
             band = "-" if layer.needed_band is None else f"{layer.needed_band:.3g}"
             degree = "-" if layer.needed_degree is None else str(layer.needed_degree)
             factor = f"{layer.safe_factor}x" if layer.safe_factor > 1 else "none"
-            change = layer.safe_change if layer.safe_factor > 1 else layer.box.held_out
+            change = layer.safe_change if layer.safe_factor > 1 else None
             table.add_row(name, "x".join(map(str, layer.grid)), band, degree, rank,
-                          format_type(layer.needed_rank_type), factor, change_text(change))
+                          format_type(layer.needed_rank_type), factor, change_text(change),
+                          change_text(layer.rank.held_out))
         yield table
         yield Text("band: needed box low-pass as a fraction of Nyquist; deg: needed l1-ball degree "
                    f"({s.degree_metric}); rank: needed (frequency, direction) pairs / the activation profile's "
-                   "mode count; down: the largest safe down-sampling factor", style="dim")
+                   "mode count; down: the largest safe down-sampling factor; its change, rank change: the outputs' "
+                   "relative change on the held-out inputs under that down-sampling, under that rank", style="dim")
         yield Text("")
         for line in r.summary:
             yield safe(line)
@@ -89,5 +93,6 @@ class NeedsTerminal:
         for layer in self.report.layers:
             for note in layer.notes + layer.box.notes + layer.ball.notes + layer.rank.notes:
                 yield f"note: {layer.name}: {note}"
-        if any(not layer.safe_change.holds for layer in self.report.layers if layer.safe_change is not None):
+        changes = [c for layer in self.report.layers for c in (layer.safe_change, layer.rank.held_out) if c is not None]
+        if any(not c.holds for c in changes):
             yield "'!' marks a change beyond the tolerance on the held-out inputs"
