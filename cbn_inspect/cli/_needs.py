@@ -76,7 +76,7 @@ def needs_command(
     key: Annotated[Optional[str], typer.Option("--key", help="Entry of a checkpoint dict holding the weights.")] = None,
     trust_code: Annotated[bool, typer.Option("--trust-code", "--trust-pickle", help="Let the file run code (TorchScript programs, whole pickled modules): only for files you trust.")] = False,
     device: Annotated[str, typer.Option("--device", help="cpu, or cuda where a GPU is present.")] = "cpu",
-    max_memory: Annotated[Optional[int], typer.Option("--max-memory", metavar="MB", min=64, help="Memory bound for cached inputs, outputs and Gram matrices (default: half the physical memory); past it inputs are re-read and a probe set that cannot fit is refused (exit 7).")] = None,
+    max_memory: Annotated[Optional[int], typer.Option("--max-memory", metavar="MB", min=64, help="Memory bound for cached inputs, outputs, prefixes and Gram matrices (default 2048, or half the physical memory if less); past it inputs are re-read and a probe set whose Gram matrices cannot fit is refused (exit 7).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar on stderr.")] = False,
 ) -> None:
     """Measure which frequencies and directions each probed feature map needs: filter it, run the model on,
