@@ -156,3 +156,24 @@ def test_a_probe_whose_full_band_moves_the_outputs_gives_no_conclusion():
     assert not layer(0.5).everything_needed and not layer(0.5).reliable
     fine = summarise([layer(1e-7)], (), settings, "other")
     assert fine[0].startswith("Everything is needed") and layer(1e-7).everything_needed
+
+
+def test_default_probes_where_the_grid_changes_skipping_1x1_maps():
+    from cbn_inspect.interventions.records import NeedsSettings
+    from cbn_inspect.interventions.run import _choose
+    from cbn_inspect.records import ActivationSettings
+
+    order = ["stem", "a", "se.fc1", "se.fc2", "b", "down", "c"]
+    shapes = {"stem": (3, 32, 32), "a": (8, 16, 16), "se.fc1": (8, 1, 1), "se.fc2": (4, 1, 1), "b": (8, 16, 16),
+              "down": (8, 16, 16), "c": (16, 8, 8)}
+    aliases = {"down.shortcut": "down"}
+    base = NeedsSettings(ActivationSettings("noise"))
+    assert _choose(order, aliases, shapes, base, []) == [("stem", "grid-change"), ("a", "grid-change"),
+                                                         ("c", "grid-change")]
+    with_bottleneck = _choose(order, aliases, shapes, base, ["b", "down.shortcut", "se.fc1"])
+    assert with_bottleneck == [("stem", "grid-change"), ("a", "grid-change"), ("b", "bottleneck"),
+                               ("down", "bottleneck"), ("c", "grid-change")]
+    from dataclasses import replace
+
+    assert len(_choose(order, aliases, shapes, replace(base, all_layers=True), [])) == len(order)
+    assert _choose(order, aliases, shapes, replace(base, layer_filter=r"shortcut"), []) == [("down", "layers")]

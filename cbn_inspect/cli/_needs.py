@@ -38,14 +38,24 @@ def _progress(quiet: bool):
 
     from ._progress import progress_wanted
 
-    if not progress_wanted(stderr, not quiet):
+    if quiet:
         return None, None
+    said = []
+
+    def plan(done: int, total: int, what: str) -> None:  # the up-front estimate, once, also when piped
+        if what.startswith("plan: ") and not said:
+            said.append(what)
+            stderr.print(f"cbn-inspect: {what[6:]}", style="dim", highlight=False)
+
+    if not progress_wanted(stderr, True):
+        return None, plan
     bar = Progress(TextColumn("interventions"), BarColumn(), MofNCompleteColumn(), TextColumn("passes"),
                    TimeElapsedColumn(), TextColumn("{task.fields[what]}", markup=False), console=stderr,
                    transient=True)
     task = bar.add_task("needs", total=None, what="")
 
     def update(done: int, total: int, what: str) -> None:
+        plan(done, total, what)
         bar.update(task, completed=done, total=total, what=what[-40:])
 
     return bar, update
@@ -145,7 +155,8 @@ def _run(source, inputs, max_change, min_agreement, layers, all_layers, max_forw
     validate(settings)  # before the model is opened
     bar, update = _progress(quiet)
     if bar is None:
-        return needs(source, settings=settings, trust_code=trust_code, key=key, arch=arch, input_size=input_size)
+        return needs(source, settings=settings, trust_code=trust_code, key=key, arch=arch, input_size=input_size,
+                     progress=update)
     with bar:
         return needs(source, settings=settings, trust_code=trust_code, key=key, arch=arch, input_size=input_size,
                      progress=update)

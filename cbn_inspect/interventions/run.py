@@ -292,6 +292,8 @@ def _measure(source, runner, driver, bank: Bank, settings: NeedsSettings, analys
                                  f"batch(es)), more than --max-forward-passes {settings.max_forward_passes}",
                                  hint="probe fewer layers (--layers), use fewer inputs or a larger --batch-size")
     session.estimate = estimate
+    if progress is not None:
+        progress(session.passes, estimate, f"plan: {len(probes)} probe(s), about {estimate} forward passes")
     results = []
     kept: dict[str, Any] = {}  # each probe's directions, for the joint rank check (within the memory bound)
     kept_bytes = 0
