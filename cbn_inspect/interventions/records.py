@@ -39,7 +39,9 @@ class NeedsSettings:
     k-th input (1, 1+k, ...) is held out for reporting; the others decide (k = 2: alternate inputs).
     ``layer_filter``/``all_layers`` choose the probes (default: where the grid changes, plus the activation
     bottleneck's layers). ``max_forward_passes`` bounds the work (refused up front when the estimate exceeds
-    it). ``degree_metric`` is the degree of the l1 ball and the rings (l1 or linf).
+    it). ``degree_metric`` is the degree of the l1 ball and the rings (l1 or linf). ``max_memory_mb`` bounds the
+    caches (inputs, unmodified outputs, ONNX prefixes) and the Gram matrices; None: 2048 MB, or half the physical
+    memory if less.
     """
 
     activations: ActivationSettings
