@@ -136,3 +136,44 @@ def test_safe_factor_and_ring_groups():
     assert groups[0][0] == 0 and groups[-1][1] == 56 and len(groups) <= 32
     assert all(b[0] == a[1] + 1 for a, b in zip(groups, groups[1:]))
     assert iv.format_type({0: 3, 1: 4, 2: 1}) == "3 @ deg 0, 4 @ deg 1, 1 @ deg 2"
+
+
+def test_a_probe_whose_full_band_moves_the_outputs_gives_no_conclusion():
+    from cbn_inspect.interventions.records import LayerNeeds, NeedCurve, NeedsSettings
+    from cbn_inspect.interventions.summary import summarise
+    from cbn_inspect.records import ActivationSettings
+
+    def layer(full: float) -> LayerNeeds:
+        curve = NeedCurve("box", (), None, 3, "bisection")
+        return LayerNeeds(name="conv", grid=(8, 8), channels=4, reason="grid-change", box=curve, ball=curve,
+                          rank=curve, rings=(), needed_band=None, needed_degree=None, needed_rank=None,
+                          needed_rank_type={}, profile_rank=3, profile_type={}, directions=256, safe_factor=1,
+                          safe_change=None, sanity_full=_change(full), sanity_zero=_change(0.9))
+
+    settings = NeedsSettings(ActivationSettings("noise"))
+    broken = summarise([layer(0.5)], (), settings, "other")
+    assert broken[0].startswith("No conclusion at conv") and not any("Everything is needed" in s for s in broken)
+    assert not layer(0.5).everything_needed and not layer(0.5).reliable
+    fine = summarise([layer(1e-7)], (), settings, "other")
+    assert fine[0].startswith("Everything is needed") and layer(1e-7).everything_needed
+
+
+def test_default_probes_where_the_grid_changes_skipping_1x1_maps():
+    from cbn_inspect.interventions.records import NeedsSettings
+    from cbn_inspect.interventions.run import _choose
+    from cbn_inspect.records import ActivationSettings
+
+    order = ["stem", "a", "se.fc1", "se.fc2", "b", "down", "c"]
+    shapes = {"stem": (3, 32, 32), "a": (8, 16, 16), "se.fc1": (8, 1, 1), "se.fc2": (4, 1, 1), "b": (8, 16, 16),
+              "down": (8, 16, 16), "c": (16, 8, 8)}
+    aliases = {"down.shortcut": "down"}
+    base = NeedsSettings(ActivationSettings("noise"))
+    assert _choose(order, aliases, shapes, base, []) == [("stem", "grid-change"), ("a", "grid-change"),
+                                                         ("c", "grid-change")]
+    with_bottleneck = _choose(order, aliases, shapes, base, ["b", "down.shortcut", "se.fc1"])
+    assert with_bottleneck == [("stem", "grid-change"), ("a", "grid-change"), ("b", "bottleneck"),
+                               ("down", "bottleneck"), ("c", "grid-change")]
+    from dataclasses import replace
+
+    assert len(_choose(order, aliases, shapes, replace(base, all_layers=True), [])) == len(order)
+    assert _choose(order, aliases, shapes, replace(base, layer_filter=r"shortcut"), []) == [("down", "layers")]

@@ -3,7 +3,8 @@
 A runner knows how to execute one kind of model and what input it expects (:class:`ModelInput`); it
 knows nothing about Gram matrices. ``run(batch, sink)`` calls ``sink(name, tensor)`` once per conv call, in
 the order the layers ran, with the feature map the layer reads (``side="input"``) or writes
-(``side="output"``). Names are the weight report's layer names (module names; for ONNX the loader's node
+(``side="output"``). The torch runners return the model's output (``cbn-inspect needs`` compares it under
+interventions). Names are the weight report's layer names (module names; for ONNX the loader's node
 names), so the two profiles line up.
 
 This module holds the ``torch.nn.Module`` runner (timm architectures, whole trusted modules, the bundled

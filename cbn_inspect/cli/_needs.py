@@ -39,14 +39,24 @@ def _progress(quiet: bool):
 
     from ._progress import progress_wanted
 
-    if not progress_wanted(stderr, not quiet):
+    if quiet:
         return None, None
+    said = []
+
+    def plan(done: int, total: int, what: str) -> None:  # the up-front estimate, once, also when piped
+        if what.startswith("plan: ") and not said:
+            said.append(what)
+            stderr.print(f"cbn-inspect: {what[6:]}", style="dim", highlight=False)
+
+    if not progress_wanted(stderr, True):
+        return None, plan
     bar = Progress(TextColumn("interventions"), BarColumn(), MofNCompleteColumn(), TextColumn("passes"),
                    TimeElapsedColumn(), TextColumn("{task.fields[what]}", markup=False), console=stderr,
                    transient=True)
     task = bar.add_task("needs", total=None, what="")
 
     def update(done: int, total: int, what: str) -> None:
+        plan(done, total, what)
         bar.update(task, completed=done, total=total, what=what[-40:])
 
     return bar, update
@@ -79,7 +89,7 @@ def needs_command(
     key: Annotated[Optional[str], typer.Option("--key", help="Entry of a checkpoint dict holding the weights.")] = None,
     trust_code: Annotated[bool, typer.Option("--trust-code", "--trust-pickle", help="Let the file run code (TorchScript programs, whole pickled modules): only for files you trust.")] = False,
     device: Annotated[str, typer.Option("--device", help="cpu, or cuda where a GPU is present.")] = "cpu",
-    max_memory: Annotated[Optional[int], typer.Option("--max-memory", metavar="MB", min=64, help="Memory bound for cached inputs, outputs and Gram matrices (default: half the physical memory); past it inputs are re-read and a probe set that cannot fit is refused (exit 7).")] = None,
+    max_memory: Annotated[Optional[int], typer.Option("--max-memory", metavar="MB", min=64, help="Memory bound for cached inputs, outputs, prefixes and Gram matrices (default 2048, or half the physical memory if less); past it inputs are re-read and a probe set whose Gram matrices cannot fit is refused (exit 7).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar on stderr.")] = False,
 ) -> None:
     """Measure which frequencies and directions each probed feature map needs: filter it, run the model on,
@@ -152,7 +162,8 @@ def _run(source, inputs, max_change, min_agreement, layers, all_layers, max_forw
     validate(settings)  # before the model is opened
     bar, update = _progress(quiet)
     if bar is None:
-        return needs(source, settings=settings, trust_code=trust_code, key=key, arch=arch, input_size=input_size)
+        return needs(source, settings=settings, trust_code=trust_code, key=key, arch=arch, input_size=input_size,
+                     progress=update)
     with bar:
         return needs(source, settings=settings, trust_code=trust_code, key=key, arch=arch, input_size=input_size,
                      progress=update)

@@ -3,7 +3,9 @@
 - :mod:`.records` -- the report records (frozen dataclasses);
 - :mod:`cbn_inspect.analysis.interventions` -- the pure filters, metrics, searches and advice;
 - :mod:`.torch_driver`, :mod:`.onnx_driver` -- replacing a probed feature map inside a running model;
-- :mod:`.run` -- :func:`needs`, the orchestration (probes, Gram directions, searches, joint checks).
+- :mod:`.session` -- the inputs (split, cached within the memory bound) and the measuring of one intervention;
+- :mod:`.run` -- :func:`needs`, the orchestration (probes, Gram directions, searches, joint checks);
+- :mod:`.summary` -- the plain-language sentences of the report.
 """
 
 from __future__ import annotations

@@ -167,13 +167,21 @@ class OnnxDriver:
         part = helper.make_model(graph, opset_imports=list(model.opset_import))
         part.ir_version = model.ir_version
         part.functions.extend(model.functions)
-        options = self.ort.SessionOptions()
-        options.log_severity_level = 3
+        options = self._options()
         try:
             return self.ort.InferenceSession(part.SerializeToString(), options, providers=self.providers)
         except Exception as exc:
             raise AnalysisError(f"onnxruntime cannot run the model cut at the probed tensors "
                                 f"({' '.join(str(exc).split())[:160]})") from exc
+
+    def _options(self) -> Any:
+        """Every session of the driver without graph optimisations: fusions differ between the whole graph and
+        its segments, and on a fragile model (hard-swish, BatchNorm, sigmoid) they alone move the outputs by
+        several per cent; unoptimised, the cut graph reproduces the reference to float32 round-off."""
+        options = self.ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        return options
 
     def record(self, batch: torch.Tensor) -> None:
         """Shapes of the probed tensors and the element types of every tensor (for the segments' inputs)."""
@@ -191,9 +199,9 @@ class OnnxDriver:
         extra = [o for node in model.graph.node for o in node.output if o and o not in existing]
         for o in extra:
             model.graph.output.append(self.onnx.helper.make_empty_tensor_value_info(o))
-        options = self.ort.SessionOptions()
-        options.log_severity_level = 3
-        # the prefix of every cut is read from this session (all intermediate tensors exposed)
+        options = self._options()
+        # the prefix of every cut and the reference outputs are read from this session (all intermediate
+        # tensors exposed), optimised like the segments: see _options
         self.full = session = self.ort.InferenceSession(model.SerializeToString(), options, providers=self.providers)
         for n, v in zip(extra, self._run(session, extra, {self.inputs[0]: self._feed(batch)})):
             self.types[n] = self.onnx.helper.np_dtype_to_tensor_dtype(np.asarray(v).dtype)
@@ -216,8 +224,10 @@ class OnnxDriver:
 
     def reference(self, batch: torch.Tensor, sink: Callable[[str, Any], None]) -> list[torch.Tensor]:
         n = len(batch)
-        names = self.outputs + [t for t in self.runner.outputs if t not in self.outputs]
-        values = dict(zip(names, self._run(self.runner.session, names, {self.inputs[0]: self._feed(batch)})))
+        names = self.outputs + [t for t in self.runner.outputs if t not in self.outputs and t not in self.inputs]
+        feed = {self.inputs[0]: self._feed(batch)}
+        values = dict(zip(names, self._run(self.full, names, feed)))
+        values.update(feed)  # a conv reading the model's input directly
         maps: dict[str, torch.Tensor] = {}  # one tensor object per ONNX tensor: layers reading it are aliases
         for layer, tensor in self.runner.layers:
             if tensor not in maps:
@@ -257,6 +267,7 @@ class OnnxDriver:
         return result
 
     def forget(self) -> None:
-        """Drop the cached prefixes (between probes)."""
+        """Drop the cached prefixes and the cut graphs' sessions (between probes: memory stays that of one)."""
         self.cache.clear()
         self.cached = 0
+        self.plans.clear()

@@ -25,6 +25,7 @@ from ._views import NeedsViews
 
 DEFAULT_MAX_CHANGE = 0.05  # relative L2 of the outputs an intervention may cause and still "hold"
 DEFAULT_MIN_AGREEMENT = 0.99  # top-1 agreement a class output must keep to "hold"
+FULL_BAND_LIMIT = 1e-4  # the full band's change above which a probe's results are not trusted (round-off: ~1e-7)
 DEFAULT_MAX_RINGS = 32  # band-stop: more degree rings than this are removed in this many equal groups
 KINDS = ("box", "ball", "rank")  # the three searches of a NeedCurve
 PROBE_REASONS = ("grid-change", "bottleneck", "layers", "all-layers")
@@ -39,7 +40,9 @@ class NeedsSettings:
     k-th input (1, 1+k, ...) is held out for reporting; the others decide (k = 2: alternate inputs).
     ``layer_filter``/``all_layers`` choose the probes (default: where the grid changes, plus the activation
     bottleneck's layers). ``max_forward_passes`` bounds the work (refused up front when the estimate exceeds
-    it). ``degree_metric`` is the degree of the l1 ball and the rings (l1 or linf).
+    it). ``degree_metric`` is the degree of the l1 ball and the rings (l1 or linf). ``max_memory_mb`` bounds the
+    caches (inputs, unmodified outputs, ONNX prefixes) and the Gram matrices; None: 2048 MB, or half the physical
+    memory if less.
     """
 
     activations: ActivationSettings
@@ -150,9 +153,15 @@ class LayerNeeds:
     notes: tuple[str, ...] = ()
 
     @property
+    def reliable(self) -> bool:
+        """The machinery reproduces the reference: the full band changes the outputs by at most
+        :data:`FULL_BAND_LIMIT` (else every other number of this layer is meaningless)."""
+        return self.sanity_full.relative_l2 <= FULL_BAND_LIMIT
+
+    @property
     def everything_needed(self) -> bool:
-        """Nothing can be cut: the full band and (nearly) every direction are needed."""
-        return (self.needed_band is None or self.needed_band >= 1.0) and self.safe_factor == 1
+        """Nothing can be cut: the full band is needed and no down-sampling holds (on a reliable probe)."""
+        return self.reliable and (self.needed_band is None or self.needed_band >= 1.0) and self.safe_factor == 1
 
 
 @dataclass(frozen=True)
@@ -210,7 +219,7 @@ class NeedsReport(NeedsViews):
 
     @property
     def everything_needed(self) -> bool:
-        return all(layer.everything_needed for layer in self.layers)
+        return bool(self.layers) and all(layer.everything_needed for layer in self.layers)
 
     @property
     def needed_directions(self) -> tuple[int, int]:

@@ -31,8 +31,8 @@ from ..analysis import interventions as iv
 from ..analysis import locate_bottleneck
 from ..errors import CbnError, NothingToAnalyseError, ResourceLimitError, UsageError
 from ..records import ActivationSettings, Settings
-from .records import (InputSplit, JointCheck, LayerNeeds, NeedCurve, NeedsCost, NeedsReport, NeedsSettings,
-                      RingImportance)
+from .records import (FULL_BAND_LIMIT, InputSplit, JointCheck, LayerNeeds, NeedCurve, NeedsCost, NeedsReport,
+                      NeedsSettings, RingImportance)
 from .session import Bank, Progress, Session, mask_edit
 from .summary import summarise
 
@@ -95,10 +95,13 @@ def _shapes(driver: Any) -> dict[str, tuple[int, ...]]:
     return {name: site.shape for name, site in driver.sites.items()}
 
 
+DEFAULT_BUDGET_MB = 2048  # without --max-memory: caches and Gram matrices within 2 GB (a shared machine's share)
+
+
 def _budget(settings: NeedsSettings) -> int:
     from ..loaders._policy import default_max_memory_mb
 
-    mb = settings.max_memory_mb or default_max_memory_mb()
+    mb = settings.max_memory_mb or min(DEFAULT_BUDGET_MB, default_max_memory_mb())
     return int(mb) << 20
 
 
@@ -289,6 +292,8 @@ def _measure(source, runner, driver, bank: Bank, settings: NeedsSettings, analys
                                  f"batch(es)), more than --max-forward-passes {settings.max_forward_passes}",
                                  hint="probe fewer layers (--layers), use fewer inputs or a larger --batch-size")
     session.estimate = estimate
+    if progress is not None:
+        progress(session.passes, estimate, f"plan: {len(probes)} probe(s), about {estimate} forward passes")
     results = []
     kept: dict[str, Any] = {}  # each probe's directions, for the joint rank check (within the memory bound)
     kept_bytes = 0
@@ -336,7 +341,8 @@ def _probe(session: Session, name: str, reason: str, shape: tuple[int, ...], gra
     full = session.measure({name: mask_edit(iv.box_mask(grid, levels[-1]))})
     zero = session.measure({name: mask_edit(iv.box_mask(grid, 0.0))})
     if full.relative_l2 > 1e-6:
-        notes.append(f"the full band changes the outputs by {full.relative_l2:.2e} (more than float32 round-off)")
+        notes.append(f"the full band changes the outputs by {full.relative_l2:.2e} (more than float32 round-off)"
+                     + ("" if full.relative_l2 <= FULL_BAND_LIMIT else ": this probe's results are not trusted"))
     if zero.holds:
         notes.append("frequency 0 alone keeps the outputs within tolerance: the outputs barely depend on this "
                      "feature map's spatial content")

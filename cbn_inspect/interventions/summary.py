@@ -36,7 +36,12 @@ def summarise(results: list[LayerNeeds], joint: tuple[JointCheck, ...], settings
     if kind == "class":
         tol += f" and top-1 agreement >= {settings.min_agreement:g}"
     lines = []
-    if all(r.everything_needed for r in results):
+    broken = [r for r in results if not r.reliable]
+    for r in broken:
+        lines.append(f"No conclusion at {r.name}: keeping its full band already changes the outputs by "
+                     f"{_pct(r.sanity_full.relative_l2)}, so the machinery does not reproduce the reference run there.")
+    results = [r for r in results if r.reliable]
+    if results and all(r.everything_needed for r in results):
         lines.append(f"Everything is needed: at no probed layer can a frequency band be cut within the tolerance "
                      f"({tol}); no down-sampling is safe.")
     for group in _groups(results):

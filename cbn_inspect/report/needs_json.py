@@ -71,6 +71,7 @@ def _layer(layer: LayerNeeds) -> dict[str, Any]:
         "safe_factor": layer.safe_factor,
         "safe_change": _change(layer.safe_change),
         "everything_needed": layer.everything_needed,
+        "reliable": layer.reliable,
         "sanity": {"full_band": _change(layer.sanity_full), "frequency_0": _change(layer.sanity_zero)},
         "curves": {"box": _curve(layer.box), "ball": _curve(layer.ball), "rank": _curve(layer.rank)},
         "rings": [{"low": r.low, "high": r.high, "frequencies": r.frequencies, "change": _change(r.change)}
