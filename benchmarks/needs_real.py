@@ -207,9 +207,41 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def compact(rows: list[dict[str, Any]]) -> str:
+    """One line per run (the README's table): probes, needed bands, safe factors, ranks, joint checks, cost."""
+    out = ["| network (file) | inputs (decide / held out) | probes | needed band (ν/νN), min-max | safe ↓ > 1 at | "
+           "needed rank / all directions (profile) | joint check, held-out | advice holds | cost: passes, CPU (x plain) |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        layers = r["layers"]
+        bands = [l["needed_band"] for l in layers if l["needed_band"] is not None]
+        safe = [f"{l['layer']} {l['safe_factor']}x ({_f(l['safe_change_held_out'], True)})" for l in layers
+                if l["safe_factor"] > 1]
+        needed = sum(l["needed_rank"] if l["needed_rank"] is not None else l["directions"] for l in layers)
+        total = sum(l["directions"] for l in layers)
+        profile = sum(l["profile_rank"] for l in layers)
+        joint = []
+        for j in r["joint"]:
+            ch = j["change"]
+            if ch is None:
+                joint.append(f"{j['kind']}: no cut")
+                continue
+            top1 = f", top-1 {ch['top1_agreement']:.1%}" if ch.get("top1_agreement") is not None else ""
+            joint.append(f"{j['kind']} ({len(j['cuts'])}): {_f(ch['relative_l2'], True)}{top1} "
+                         f"{'holds' if ch['holds'] else 'fails'}")
+        c = r["cost"]
+        out.append(f"| {r['model']} {'x'.join(map(str, r['input_size']))} | {r['inputs']} ({r['split']['decide']} / "
+                   f"{r['split']['held_out']}) | {len(layers)} | "
+                   f"{(_f(min(bands)) + '-' + _f(max(bands))) if bands else '–'} | {'; '.join(safe) or 'none'} | "
+                   f"{needed:,} / {total:,} ({profile:,}) | {'; '.join(joint) or '–'} | {r['advice_holds']} | "
+                   f"{c['forward_passes']}, {c['cpu_s']:.0f} s ({_f(c['cpu_ratio'])}x) |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", type=Path)
+    parser.add_argument("models", nargs="*", type=Path)
+    parser.add_argument("--table", nargs="+", type=Path, help="print the README table of these summary.json files")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "needs_real")
     parser.add_argument("--inputs", nargs="+", default=["samples", "folder"], choices=["samples", "folder"])
     parser.add_argument("--folder-count", type=int, default=24)
@@ -224,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mean", type=float, nargs="+", default=None)
     parser.add_argument("--std", type=float, nargs="+", default=None)
     args = parser.parse_args(argv)
+    if args.table:
+        print(compact([row for path in args.table for row in json.loads(path.read_text())]))
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     import torch
 
