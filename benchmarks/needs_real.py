@@ -136,8 +136,8 @@ def run_one(path: Path, label: str, spec: str, size, mean, std, args: argparse.N
         from cbn_inspect.report.needs_json import needs_to_dict
 
         (out / f"{stem}.json").write_text(json.dumps(needs_to_dict(report), indent=1))
-    except ImportError:
-        pass
+    except Exception as exc:  # the JSON is a by-product: the summary below must still be written
+        print(f"   (JSON not written: {type(exc).__name__}: {exc})", flush=True)
     joint = [{"kind": j.kind, "cuts": [list(c) for c in j.cuts], "change": change_dict(j.change)} for j in report.joint]
     held = [j["change"]["holds"] for j in joint if j["change"] is not None]
     row = {
