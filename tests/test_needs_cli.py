@@ -13,7 +13,7 @@ from cbn_inspect.report.needs_json import validate_needs
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_checkpoints"
 DEMO_1D = str(SAMPLES / "cbn_demo_1d.safetensors")
-FAST = ("--activations", "noise", "--max-inputs", "6", "--batch-size", "3", "--layers", r"^layers\.(0|6)$",
+FAST = ("--activations", "noise", "--max-inputs", "4", "--batch-size", "2", "--layers", r"^layers\.(5|6)$",
         "--max-rings", "3", "--quiet")
 
 
@@ -22,19 +22,19 @@ def test_terminal_table_summary_and_json_file(cli, tmp_path):
     result = cli("needs", DEMO_1D, *FAST, "--json", str(out), env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.stderr
     text = result.stdout
-    for word in ("layers.0", "layers.6", "band", "rank/profile", "down", "its change", "rank change", "Joint check",
+    for word in ("layers.5", "layers.6", "band", "rank/profile", "down", "its change", "rank change", "Joint check",
                  "frequency-channel directions", "forward passes"):
         assert word in text
     data = json.loads(out.read_text())
     validate_needs(data)
     assert data["schema_version"] == "1.2" and data["kind"] == "needs"
     needs = data["needs"]
-    assert [layer["name"] for layer in needs["layers"]] == ["layers.0", "layers.6"]
+    assert [layer["name"] for layer in needs["layers"]] == ["layers.5", "layers.6"]
     middle = needs["layers"][1]
     assert middle["needed_degree"] == 3 and middle["needed_rank"] == 7
     assert middle["needed_rank_type"] == {"0": 1, "1": 2, "2": 2, "3": 2}
     assert middle["sanity"]["full_band"]["relative_l2"] <= 1e-6
-    assert needs["split"] == {"rule": needs["split"]["rule"], "decide": 3, "held_out": 3}
+    assert needs["split"] == {"rule": needs["split"]["rule"], "decide": 2, "held_out": 2}
     assert needs["settings"]["max_change"] == 0.05 and needs["settings"]["min_agreement"] == 0.99
     assert needs["cost"]["forward_passes"] > 0 and needs["cost"]["cpu_seconds"] > 0
 

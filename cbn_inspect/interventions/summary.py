@@ -44,7 +44,12 @@ def summarise(results: list[LayerNeeds], joint: tuple[JointCheck, ...], settings
     if results and all(r.everything_needed for r in results):
         lines.append(f"Everything is needed: at no probed layer can a frequency band be cut within the tolerance "
                      f"({tol}); no down-sampling is safe.")
-    for group in _groups(results):
+    dead = [r for r in results if r.needed_rank == 0]
+    if dead:
+        names = ", ".join(r.name for r in dead[:6]) + (", ..." if len(dead) > 6 else "")
+        lines.append(f"The outputs do not depend on the features entering {names}: zeroing them stays within the "
+                     "tolerance (a dead branch, e.g. a residual block whose last normalisation scale is 0).")
+    for group in _groups([r for r in results if r.needed_rank != 0]):
         r = group[0]
         grid = "x".join(map(str, r.grid))
         where = (f"{r.name} ({grid})" if len(group) == 1
