@@ -7,6 +7,7 @@ Library use::
     print(report.bottleneck)
     report.to_frame(); report.plot()                        # pandas / matplotlib, optional
     report = inspect_source("timm:resnet18", activations="samples")   # also run it: report.activations
+    needs = cbn_inspect.needs("timm:resnet18", "samples")   # which frequencies each stage needs, measured
 
 The names below are imported on first use (PEP 562), so that ``import cbn_inspect`` -- and with it the
 command line's ``--help``, ``--version`` and usage errors -- does not import torch or numpy.
@@ -32,6 +33,7 @@ _LAZY = {
     "Settings": ".records", "ToleranceRule": ".records",
     "report_to_dict": ".report", "to_json": ".report",
     "Monitor": ".series",
+    "needs": ".interventions",  # which frequencies a network needs, by intervention -> NeedsReport
     "CbnInspectCallback": ".series.lightning",
 }
 
@@ -44,6 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover  (for type checkers and IDEs only)
     from .records import (ActivationLayerReport, ActivationReport, ActivationSettings, Bottleneck, ConvLayer,
                           LayerReport, ModelReport, Settings, ToleranceRule)
     from .report import report_to_dict, to_json
+    from .interventions import needs
     from .series import Monitor
 
 

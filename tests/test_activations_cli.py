@@ -18,7 +18,7 @@ DEMO = "sample_checkpoints/cbn_demo.safetensors"
 def test_demo_json_has_both_bottlenecks_and_validates(cli):
     data = cli.json(DEMO, "--activations", "noise", "--center", "--max-inputs", "32", "--spectra")
     validate_report(data)
-    assert data["schema_version"] == "1.1"
+    assert data["schema_version"] == "1.2"
     acts = data["activations"]
     assert acts["runner"] == "sample"
     assert acts["inputs"]["kind"] == "noise" and acts["inputs"]["count"] == 32

@@ -49,7 +49,7 @@ def test_json_stdout_is_only_json_and_valid(cli, planted_path):
     assert result.exit_code == 0
     data = json.loads(result.stdout)  # nothing but JSON on stdout
     validate_report(data)
-    assert data["schema_version"] == "1.1"
+    assert data["schema_version"] == "1.2"
     b = data["bottleneck"]
     assert b["found"] and (b["start"], b["end"], b["rank"]) == ("layers.3", "layers.8", 8)
     assert b["degree_counts"] == {"0": 3, "1": 4, "2": 1}

@@ -121,6 +121,7 @@ class OnnxRunner:
                 f"{path}: uses custom operator domain(s) {', '.join(sorted(custom))}, which need code outside the model",
                 hint="if you trust this model and its custom-op library, re-run with --trust-code",
             )
+        self.path = path
         self.notes: list[str] = ["an ONNX model run by onnxruntime; conv feature maps exposed as graph outputs"]
         graph = model.graph
         if _not_utf8(graph):

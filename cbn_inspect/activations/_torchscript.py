@@ -50,7 +50,7 @@ class TorchScriptRunner:
         self.notes = ["a TorchScript program, run under --trust-code; convs observed as aten calls"]
         self.names = {t.untyped_storage().data_ptr(): n for n, t in self.program.state_dict().items()}
 
-    def run(self, batch: torch.Tensor, sink: Sink) -> None:
+    def run(self, batch: torch.Tensor, sink: Sink) -> Any:
         from torch.utils._python_dispatch import TorchDispatchMode
 
         names, side = self.names, self.side
@@ -82,4 +82,4 @@ class TorchScriptRunner:
                 return out
 
         with torch.no_grad(), Watch():
-            self.program(batch.to(self.device))
+            return self.program(batch.to(self.device))

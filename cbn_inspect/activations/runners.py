@@ -3,7 +3,8 @@
 A runner knows how to execute one kind of model and what input it expects (:class:`ModelInput`); it
 knows nothing about Gram matrices. ``run(batch, sink)`` calls ``sink(name, tensor)`` once per conv call, in
 the order the layers ran, with the feature map the layer reads (``side="input"``) or writes
-(``side="output"``). Names are the weight report's layer names (module names; for ONNX the loader's node
+(``side="output"``). The torch runners return the model's output (``cbn-inspect needs`` compares it under
+interventions). Names are the weight report's layer names (module names; for ONNX the loader's node
 names), so the two profiles line up.
 
 This module holds the ``torch.nn.Module`` runner (timm architectures, whole trusted modules, the bundled
@@ -32,7 +33,7 @@ class Runner(Protocol):
     model_input: ModelInput
     notes: list[str]
 
-    def run(self, batch: torch.Tensor, sink: Sink) -> None:
+    def run(self, batch: torch.Tensor, sink: Sink) -> Any:
         ...
 
 
@@ -59,7 +60,7 @@ class ModuleRunner:
 
             raise NothingToAnalyseError("the model has no convolution modules to profile")
 
-    def run(self, batch: torch.Tensor, sink: Sink) -> None:
+    def run(self, batch: torch.Tensor, sink: Sink) -> Any:
         handles = []
         for name, conv in self.convs:
             if self.side == "input":
@@ -70,7 +71,7 @@ class ModuleRunner:
                     lambda _m, _a, out, name=name: sink(name, out) if torch.is_tensor(out) else None))
         try:
             with torch.no_grad():
-                self.module(batch.to(self.device))
+                return self.module(batch.to(self.device))
         finally:
             for handle in handles:
                 handle.remove()

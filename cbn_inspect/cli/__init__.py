@@ -26,6 +26,7 @@ from . import _audit  # noqa: F401  (registers the command)
 from . import _layers  # noqa: F401  (registers the command)
 from . import _track  # noqa: F401  (registers the command)
 from . import _compare  # noqa: F401  (registers the command)
+from . import _needs  # noqa: F401  (registers the command)
 
 __all__ = ["app", "main", "route"]
 
