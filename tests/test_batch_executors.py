@@ -69,3 +69,18 @@ def test_time_limit_where_the_worker_cannot_be_killed(tmp_path):
 
 def test_no_tasks_starts_no_worker():
     assert list(LocalExecutor(2).run([])) == []
+
+
+def test_workers_see_the_coordinators_cbn_environment_of_now(tmp_path, monkeypatch):
+    """A forkserver started by an earlier audit keeps its old environment: the workers get today's CBN_*."""
+    from pathlib import Path
+
+    from cbn_inspect.batch.summary import flatten_row
+
+    sample = Path(__file__).resolve().parent.parent / "sample_checkpoints" / "digits_cnn.safetensors"
+    tasks = plan_tasks([AuditItem(str(sample))], Settings(spectrum_route="auto"))
+    monkeypatch.delenv("CBN_COUNTS_MIN_FREQUENCIES", raising=False)
+    before = [flatten_row(row) for row in LocalExecutor(1, threads=1).run(tasks)]  # the forkserver starts here
+    monkeypatch.setenv("CBN_COUNTS_MIN_FREQUENCIES", "1")  # the counts route on the sample's small grids
+    after = [flatten_row(row) for row in LocalExecutor(1, threads=1).run(tasks)]
+    assert before[0]["route"] == "full" and after[0]["route"] != "full", (before[0]["route"], after[0]["route"])

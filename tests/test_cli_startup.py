@@ -48,6 +48,7 @@ USAGE_ERRORS = [
     ["compare", "a.pt"],
     ["track"],
     ["neds", "model.onnx"],
+    ["frobnicate", "model.onnx"],
     ["reprot", "x.pt"],
     ["report"],
 ]
@@ -73,11 +74,12 @@ def test_help_version_and_usage_errors_import_nothing_heavy():
 
 
 def test_unknown_command_followed_by_a_source_names_the_commands(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # no file called "neds" here
-    result = _run([["neds", "model.onnx"], ["reprot", "model.onnx"]])
+    monkeypatch.chdir(tmp_path)  # no file called "frobnicate", "neds" or "reprot" here
+    result = _run([["frobnicate", "model.onnx"], ["neds", "model.onnx"], ["reprot", "model.onnx"]])
     errors = {argv[0]: err for argv, _, _, err in result["codes"]}
-    assert "no such command 'neds' and no file of that name; the commands are" in errors["neds"]
-    assert "report" in errors["neds"]
+    assert "no such command 'frobnicate' and no file of that name; the commands are" in errors["frobnicate"]
+    assert "report" in errors["frobnicate"] and "needs" in errors["frobnicate"]
+    assert "no such command 'neds'; did you mean 'needs'?" in errors["neds"]
     assert "no such command 'reprot'; did you mean 'report'?" in errors["reprot"]
 
 

@@ -177,3 +177,17 @@ def test_default_probes_where_the_grid_changes_skipping_1x1_maps():
 
     assert len(_choose(order, aliases, shapes, replace(base, all_layers=True), [])) == len(order)
     assert _choose(order, aliases, shapes, replace(base, layer_filter=r"shortcut"), []) == [("down", "layers")]
+
+
+def test_a_curve_that_rises_again_is_not_called_monotone():
+    values = [0.9, 0.5, 0.04, 0.001, 0.03, 0.0]  # every hold/fail call agrees, but the change rises at band 4
+    found = iv.find_needed(len(values), lambda i: _change(values[i]), seeds=[3, 4])
+    assert not found.monotone and found.search == "scan" and found.needed == 2
+    assert any("rises again" in note for note in found.notes)
+
+
+def test_kl_is_never_negative():
+    probs = [torch.softmax(torch.randn(64, 10, dtype=torch.float64), 1).float()]
+    meter = iv.ChangeMeter(iv.output_kind(probs))
+    meter.add(probs, [probs[0] * (1 + 1e-7)])  # equal distributions up to round-off
+    assert meter.result("decide", 0.05, 0.99).kl >= 0.0

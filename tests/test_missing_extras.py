@@ -34,6 +34,8 @@ SCENARIOS = {
     "matplotlib": ((), ["{demo}", "--plot", "{tmp}/f.png"]),
     "distributed": (("dask",), ["audit", "{demo}", "--executor", "dask", "--scheduler", "tcp://127.0.0.1:9",
                                      "--out", "{tmp}/a.jsonl", "--quiet"]),
+    "flatbuffers": ((), ["{tflite}"]),
+    "h5py": ((), ["{keras}"]),
     "pandas": ((), "api:to_frame"),
     "jsonschema": ((), "api:validate"),
     "lightning": (("pytorch_lightning",), "api:callback"),
@@ -79,7 +81,16 @@ def inputs(tmp_path_factory):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp / "m.onnx"))
     (tmp / "images").mkdir()
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp / "images" / "a.png")
-    return {"onnx": str(tmp / "m.onnx"), "images": str(tmp / "images"), "demo": str(DEMO)}
+    from tf_files import CONV_2D, Op, keras_layer, write_keras_h5, write_tflite
+
+    kernel = np.random.default_rng(1).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    write_tflite(tmp / "m.tflite", [Op(CONV_2D, (1, 6, 6, 3), kernel)])
+    layers = [keras_layer("InputLayer", "input_1", None, batch_input_shape=[None, 6, 6, 3]),
+              keras_layer("Conv2D", "conv", ["input_1"], filters=4, kernel_size=[3, 3], strides=[1, 1],
+                          padding="same", dilation_rate=[1, 1])]
+    write_keras_h5(tmp / "m.h5", layers, {"conv": {"kernel": kernel.transpose(1, 2, 3, 0).copy()}})
+    return {"onnx": str(tmp / "m.onnx"), "images": str(tmp / "images"), "demo": str(DEMO),
+            "tflite": str(tmp / "m.tflite"), "keras": str(tmp / "m.h5")}
 
 
 def _api(name: str) -> None:

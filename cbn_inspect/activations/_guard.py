@@ -99,7 +99,7 @@ def list_folder(folder: Path) -> tuple[list[Path], list[str]]:
 
 def torch_file_prescan(path: Path, budget_bytes: int) -> None:
     """The loaders' check of a torch.save file's storages (zip bombs, storages past the budget)."""
-    from ..loaders._script_archive import prescan_torch_file
+    from ..loaders.pytorch._script_archive import prescan_torch_file
 
     prescan_torch_file(path, budget_bytes)
 

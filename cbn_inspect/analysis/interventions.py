@@ -259,6 +259,8 @@ class ChangeMeter:
         kl = self.kl / self.inputs if self.kind == "class" and self.inputs else None
         if kl is not None and not math.isfinite(kl):
             kl = math.inf
+        if kl is not None:
+            kl = max(kl, 0.0)  # KL >= 0: a negative sum is round-off between equal distributions
         dense = self.pos_agree / self.positions if self.kind == "dense" and self.positions else None
         holds = rel <= max_change and (agreement is None or agreement >= min_agreement)
         return OutputChange(relative_l2=rel, inputs=self.inputs, part=part, holds=bool(holds),
@@ -318,10 +320,13 @@ def find_needed(count: int, evaluate: Callable[[int], OutputChange], *, seeds: S
     while hi - lo > 1:
         ev((lo + hi) // 2)
         lo, hi = bracket()
-    monotone = all(r.holds == (i >= hi) for i, r in results.items())
-    if monotone:
+    consistent = all(r.holds == (i >= hi) for i, r in results.items())
+    falling = _falling(results)
+    if consistent and falling:
         return Search(hi, tuple(sorted(results.items())), "bisection", True, ())
-    notes = ["the change is not monotone in the band: a smaller band held where a larger one did not"]
+    notes = ["the change is not monotone in the band: a smaller band held where a larger one did not"
+             if not consistent else
+             "the change is not monotone in the band: it rises again where more of the band is kept"]
     search = "bisection"
     if count <= scan_limit:
         for i in range(count):
@@ -337,6 +342,13 @@ def find_needed(count: int, evaluate: Callable[[int], OutputChange], *, seeds: S
             break
         needed = i
     return Search(needed, tuple(sorted(results.items())), search, False, tuple(notes))
+
+
+def _falling(results: dict[int, OutputChange], slack: float = 0.1) -> bool:
+    """Whether the measured changes do not grow with the kept band (up to ``slack`` of the larger value, and
+    round-off below 1e-6): a curve that rises again is not monotone even where the hold/fail calls agree."""
+    changes = [results[i].relative_l2 for i in sorted(results)]
+    return all(b <= a * (1 + slack) + 1e-6 for a, b in zip(changes, changes[1:]))
 
 
 def curve_points(values: Sequence[float], search: Search) -> tuple[CurvePoint, ...]:

@@ -24,7 +24,9 @@ from typing import Iterator, Protocol, Sequence
 
 from ..errors import INTERNAL_ERROR_EXIT, MissingExtraError, ResourceLimitError, UsageError
 from .records import AuditRow, AuditTask
-from .worker import TRACE_ENV, configure_threads, error_row, run_task
+from .worker import configure_threads, error_row, run_task
+
+ENV_PREFIX = "CBN_"
 
 START_FAILURES_ALLOWED = 3  # workers that die before they are ready, before the batch gives up on workers
 
@@ -94,17 +96,24 @@ def _die_with(coordinator: int) -> None:
     threading.Thread(target=watch, daemon=True, name="cbn-inspect-coordinator-watchdog").start()
 
 
-def _worker_main(conn: Connection, threads: int | None, trace: str | None, coordinator: int | None = None) -> None:
+def _own_environment() -> dict[str, str]:
+    """The coordinator's ``CBN_*`` variables (the audit trace folder, the eigensolver route, the counts route's
+    threshold...), handed to every worker: a forkserver keeps the environment it started with, which may be
+    older than this audit's (a library user who set one after an earlier audit in the same process)."""
+    return {key: value for key, value in os.environ.items() if key.startswith(ENV_PREFIX)}
+
+
+def _worker_main(conn: Connection, threads: int | None, env: dict[str, str], coordinator: int | None = None) -> None:
     """A local worker: import the analysis once, then analyse one task per message until told to stop.
 
-    ``trace`` is the coordinator's current ``CBN_INSPECT_AUDIT_TRACE`` (a forkserver keeps the environment
-    it started with); ``coordinator`` its pid: the worker dies with it."""
+    ``env`` is the coordinator's current ``CBN_*`` environment (:func:`_own_environment`), which replaces
+    the worker's own; ``coordinator`` its pid: the worker dies with it."""
     if coordinator is not None:
         _die_with(coordinator)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ.pop(TRACE_ENV, None)
-    if trace:
-        os.environ[TRACE_ENV] = trace
+    for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
+        del os.environ[key]
+    os.environ.update(env)
     from .. import inspect  # noqa: F401  (imports torch: once per worker, before saying ready)
 
     if threads:
@@ -151,7 +160,7 @@ class LocalExecutor:
 
     def _start(self) -> _Worker:
         parent, child = self._context.Pipe()
-        process = self._context.Process(target=_worker_main, args=(child, self.threads, os.environ.get(TRACE_ENV), os.getpid()),
+        process = self._context.Process(target=_worker_main, args=(child, self.threads, _own_environment(), os.getpid()),
                                         daemon=True,
                                         name="cbn-inspect-audit-worker")
         process.start()

@@ -225,7 +225,8 @@ class _threads:
 
 def _measure(source, runner, driver, bank: Bank, settings: NeedsSettings, analysis: Settings,
              progress: Progress | None, started: float, cpu_started: float) -> NeedsReport:
-    from ..activations.profile import _Collector, _finish
+    from ..activations._plan import LayerShape
+    from ..activations.profile import _Collector, _decompose, _finish
 
     first = next(bank.batches("decide"))[1]
     try:
@@ -249,12 +250,15 @@ def _measure(source, runner, driver, bank: Bank, settings: NeedsSettings, analys
         notes.append(f"the activation profile of every layer would take {whole >> 20} MB of Gram matrices: "
                      "bottleneck layers not probed (only where the grid changes)")
     wanted = set(driver.order) if profile_all else {n for n, _ in grid_probes}
-    pattern = None if profile_all else re.compile("^(" + "|".join(re.escape(n) for n in sorted(wanted)) + ")$")
     if sum(_gram_bytes(shapes[n]) for n in wanted) > budget // 2:
         raise ResourceLimitError(f"the probed layers' Gram matrices need "
                                  f"{sum(_gram_bytes(shapes[n]) for n in wanted) >> 20} MB, more than the memory "
                                  "bound allows", hint="probe fewer layers (--layers) or raise --max-memory")
-    collector = _Collector(False, settings.activations.device, pattern)
+    # one accumulator per tensor: a layer reading the very tensor of an earlier one (an alias) shares its Gram sum
+    targets = [n for n in driver.order if n not in driver.aliases and
+               (n in wanted or any(driver.aliases.get(w) == n for w in wanted))]
+    aliases = {a: t for a, t in driver.aliases.items() if t in targets}
+    collector = _Collector(tuple(targets), shapes, aliases, False, settings.activations.device)
     kind = None
     session = Session(driver, bank, settings, "other", progress)
     session.label = "reference pass"
@@ -272,7 +276,11 @@ def _measure(source, runner, driver, bank: Bank, settings: NeedsSettings, analys
     plain_seconds = time.perf_counter() - reference_started
     collector.start_batch()
     grams = {name: acc for name, acc in collector.accumulators.items()}
-    layers = _finish(collector, analysis, bank.counts["decide"])
+    spectra = _decompose(collector, targets)
+    del collector
+    profiled = [LayerShape(n, shapes[aliases.get(n, n)], aliases.get(n)) for n in driver.order
+                if n in targets or n in aliases]
+    layers = _finish(profiled, spectra, analysis, bank.counts["decide"])
     by_name = {layer.name: layer for layer in layers}
     bottleneck_layers: list[str] = []
     if profile_all:
