@@ -15,9 +15,9 @@ command line's ``--help``, ``--version`` and usage errors -- does not import tor
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._lazy import lazy_getattr
 from ._version import SCHEMA_VERSION, __version__
 from .errors import CbnError
 
@@ -50,13 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover  (for type checkers and IDEs only)
     from .series import Monitor
 
 
-def __getattr__(name: str) -> Any:
-    where = _LAZY.get(name)
-    if where is None:
-        raise AttributeError(f"module 'cbn_inspect' has no attribute {name!r}")
-    value = getattr(import_module(where, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 def __dir__() -> list[str]:

@@ -14,8 +14,7 @@ table and CSV (:mod:`.summary`). ``cbn-inspect audit`` (``cli/_audit.py``) is a 
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from .._lazy import lazy_getattr
 
 # Public name -> its module, imported on first use (PEP 562): the command line expands and checks the
 # sources (:mod:`.sources`, no torch) before the executors and workers are imported.
@@ -32,10 +31,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    where = _LAZY.get(name)
-    if where is None:
-        raise AttributeError(f"module 'cbn_inspect.batch' has no attribute {name!r}")
-    value = getattr(import_module(where, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
