@@ -27,7 +27,7 @@ DEMO = ROOT / "sample_checkpoints" / "cbn_demo.safetensors"
 
 LIGHT = [
     ["--version"], ["--help"], ["report", "--help"], ["audit", "--help"], ["layers", "--help"],
-    ["track", "--help"], ["compare", "--help"],
+    ["track", "--help"], ["compare", "--help"], ["needs", "--help"],
     ["report", "x.pt", "--grid", "3,3"],          # a usage error of ours
     ["report", "x.pt", "--bogus"],                # a usage error of click's
     ["neds", "model.onnx"],                       # an unknown subcommand
