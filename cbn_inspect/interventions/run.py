@@ -255,9 +255,9 @@ def _measure(source, runner, driver, bank: Bank, settings: NeedsSettings, analys
                                  f"{sum(_gram_bytes(shapes[n]) for n in wanted) >> 20} MB, more than the memory "
                                  "bound allows", hint="probe fewer layers (--layers) or raise --max-memory")
     # one accumulator per tensor: a layer reading the very tensor of an earlier one (an alias) shares its Gram sum
-    targets = [n for n in driver.order if n not in driver.aliases and
-               (n in wanted or any(driver.aliases.get(w) == n for w in wanted))]
-    aliases = {a: t for a, t in driver.aliases.items() if t in targets}
+    read = {driver.aliases.get(n, n) for n in wanted}
+    targets = [n for n in driver.order if n in read]
+    aliases = {a: t for a, t in driver.aliases.items() if a in wanted}
     collector = _Collector(tuple(targets), shapes, aliases, False, settings.activations.device)
     kind = None
     session = Session(driver, bank, settings, "other", progress)
