@@ -3,6 +3,7 @@
     PYTHONPATH=. python benchmarks/bench_counts.py                 # ResNet-50 at 224, 3 repeats, 1 thread
     PYTHONPATH=. python benchmarks/bench_counts.py --repeat 5 --threads 2
     PYTHONPATH=. python benchmarks/bench_counts.py --model timm:resnet18 --size 64   # a quick look
+    PYTHONPATH=. python benchmarks/bench_counts.py --per-layer     # also each multi-tap layer, both routes
 
 What is measured, in this process, each repeat in turn (process CPU time and wall time; medians printed):
 
@@ -17,7 +18,9 @@ What is measured, in this process, each repeat in turn (process CPU time and wal
   the faster of the two per layer. Depthwise layers (vector norms, no solve) count zero.
 
 Ratios: counts / full (issue 20 target: at most 0.4) and full / floor (target: at most 1.15). Model
-construction and tracing are not timed. ``--json FILE`` writes the numbers.
+construction and tracing are not timed. ``--json FILE`` writes the numbers. ``--per-layer`` adds, for every
+layer with more than one tap, the CPU time of the full route and of the counts route forced on it (best of
+``--repeat``), with its Gram side n and frequencies: where the route pays (counts.MIN_SIDE, MIN_FREQUENCIES).
 """
 
 from __future__ import annotations
@@ -80,6 +83,32 @@ def floor_seconds(loaded, settings) -> tuple[float, int]:
     return total, matrices
 
 
+def per_layer(loaded, settings, repeat: int) -> None:
+    """CPU seconds (best of ``repeat``) of each multi-tap layer on the full route and on the forced counts route."""
+    from cbn_inspect.analysis import analyze_layer, plan_kernel, resolve_grid
+    from cbn_inspect.analysis.spectrum import gram_layout
+
+    print(f"{'layer':<28}{'n':>5}{'freqs':>7}{'eigensolver':>12}{'full s':>9}{'counts s':>10}{'ratio':>7}")
+    for layer in loaded.layers:
+        layer = resolve_grid(layer, settings)
+        weight = layer.weight.load()
+        plan = plan_kernel(weight.detach().double(), layer.grid, groups=layer.groups, stride=layer.stride,
+                           dilation=layer.dilation, transposed=layer.transposed)
+        layout = gram_layout(plan, "cpu", settings.memory_budget_mb)
+        if layout is None:
+            continue
+        best = {}
+        for route in ("full", "counts"):
+            times = []
+            for _ in range(repeat):
+                start = time.process_time()
+                analyze_layer(layer, weight, settings, route=route)
+                times.append(time.process_time() - start)
+            best[route] = min(times)
+        print(f"{layer.name[:27]:<28}{layout.side:>5}{layout.n_freq:>7}{layout.route:>12}{best['full']:>9.3f}"
+              f"{best['counts']:>10.3f}{best['counts'] / best['full']:>7.2f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="timm:resnet50")
@@ -87,6 +116,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--per-layer", action="store_true", help="also time each multi-tap layer on both routes")
     args = parser.parse_args()
 
     from cbn_inspect.analysis import configure_threads
@@ -132,6 +162,8 @@ def main() -> int:
     print(f"counts / floor, CPU:       {med['counts'][0] / med['floor'][0]:.2f}")
     print(f"layers on the counts route: {layers_counts} of {len(loaded.layers)}; counts, largest values and the "
           f"bottleneck call identical to the full route's: {same}")
+    if args.per_layer:
+        per_layer(loaded, auto, args.repeat)
     if args.json:
         args.json.write_text(json.dumps({"model": args.model, "size": args.size, "threads": args.threads,
                                          "runs": runs, "median": med, "counts_over_full": ratio_counts,

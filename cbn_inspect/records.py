@@ -219,6 +219,9 @@ class LayerMetrics:
     profile: tuple[float, ...] = ()  # all singular values sorted descending, sampled at PROFILE_POINTS quantiles
     # the largest singular values (full grid, with multiplicity), descending, at most counting.LEADING_POINTS
     leading: tuple[float, ...] = ()
+    # counts route only, where gap_ratio is unknown but exists: (lower, upper) bounds on the gap_ratio the full
+    # route would give (from the threshold and the frequencies the route solved); None where gap_ratio is known
+    gap_bounds: tuple[float, float] | None = None
 
     def gap_at(self, count: int) -> float | None:
         """sigma_count / sigma_(count+1) of the sorted full-grid spectrum: how clean a split after ``count``

@@ -80,7 +80,9 @@ def test_workers_see_the_coordinators_cbn_environment_of_now(tmp_path, monkeypat
     sample = Path(__file__).resolve().parent.parent / "sample_checkpoints" / "digits_cnn.safetensors"
     tasks = plan_tasks([AuditItem(str(sample))], Settings(spectrum_route="auto"))
     monkeypatch.delenv("CBN_COUNTS_MIN_FREQUENCIES", raising=False)
+    monkeypatch.delenv("CBN_COUNTS_MIN_SIDE", raising=False)
     before = [flatten_row(row) for row in LocalExecutor(1, threads=1).run(tasks)]  # the forkserver starts here
     monkeypatch.setenv("CBN_COUNTS_MIN_FREQUENCIES", "1")  # the counts route on the sample's small grids
+    monkeypatch.setenv("CBN_COUNTS_MIN_SIDE", "1")  # and its few channels
     after = [flatten_row(row) for row in LocalExecutor(1, threads=1).run(tasks)]
     assert before[0]["route"] == "full" and after[0]["route"] != "full", (before[0]["route"], after[0]["route"])

@@ -4,6 +4,7 @@ the tie rule, and the bottleneck call, against the full route on the same layers
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -165,11 +166,12 @@ def test_route_selection_follows_the_request():
 # ---------------------------------------------------------------- real models and the bottleneck call
 
 
-def _model_check(name: str, size: str | None, thresholds=THRESHOLDS):
+def _model_check(monkeypatch, name: str, size: str | None, thresholds=THRESHOLDS):
     from cbn_inspect.inspect import analyze_model
     from cbn_inspect.loaders import load
     from cbn_inspect.report.json_report import report_to_dict
 
+    monkeypatch.setenv("CBN_COUNTS_MIN_SIDE", "1")  # the call with counts-route layers wherever the route applies
     loaded = load(name, input_size=size)
     for tol in thresholds:
         settings = Settings(tolerance=ToleranceRule("relative", tol), spectrum_route="auto")
@@ -186,15 +188,15 @@ def _model_check(name: str, size: str | None, thresholds=THRESHOLDS):
                    (b["mode_count"], b["degree_counts_by_metric"], b["spectral_norm"])
 
 
-def test_timm_resnet18_small_input_every_layer():
-    _model_check("timm:resnet18", "32", thresholds=(1e-1, 1e-3))
+def test_timm_resnet18_small_input_every_layer(monkeypatch):
+    _model_check(monkeypatch, "timm:resnet18", "32", thresholds=(1e-1, 1e-3))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["timm:resnet18", "timm:resnet50", "timm:efficientnet_b0",
                                   "timm:mobilenetv3_small_100"])
-def test_timm_models_default_size_every_layer(name):
-    _model_check(name, None)
+def test_timm_models_default_size_every_layer(monkeypatch, name):
+    _model_check(monkeypatch, name, None)
 
 
 def test_bundled_samples_counts_and_call_equal(monkeypatch):
@@ -206,6 +208,7 @@ def test_bundled_samples_counts_and_call_equal(monkeypatch):
     from cbn_inspect.report.json_report import report_to_dict
 
     monkeypatch.setenv("CBN_COUNTS_MIN_FREQUENCIES", "1")
+    monkeypatch.setenv("CBN_COUNTS_MIN_SIDE", "1")
     samples = Path(__file__).resolve().parent.parent / "sample_checkpoints"
     for path in sorted(samples.glob("*.safetensors")):
         loaded = load(str(path))
@@ -220,35 +223,78 @@ def test_bundled_samples_counts_and_call_equal(monkeypatch):
 
 
 def test_lazy_bottleneck_call_equals_the_eager_one():
-    """Random count profiles with random gaps: the call with every layer 'counts only' (completed on demand)
-    equals the call on complete metrics, and completes only the layers it needs."""
+    """Random count profiles with random gaps: the call with every layer 'counts only' (gaps only bounded, as
+    the counts route bounds them; completed on demand) equals the call on complete metrics, and completes only
+    the layers it needs: fewer the tighter the bounds, none where they are tight and no end layer's gap at
+    another layer's count is read (the counts route does not know those)."""
     from cbn_inspect.analysis import locate_bottleneck
     from cbn_inspect.records import LayerMetrics
 
     rng = np.random.default_rng(5)
-    for trial in range(200):
+    completed = {"tight": 0, "loose": 0, "open": 0}
+    for trial in range(600):
         k = int(rng.integers(4, 14))
-        full = []
+        mode = ("tight", "loose", "open")[trial % 3]
+        full, stripped = [], []
         for i in range(k):
-            count = int(rng.choice([4, 5, 6, 20, 40, 60]) * rng.uniform(0.9, 1.1))
             capacity = int(rng.choice([64, 100, 400]))
-            gap = float(10 ** rng.uniform(0, 3))
+            count = min(int(rng.choice([4, 5, 6, 20, 40, 60, 1000]) * rng.uniform(0.9, 1.1)), capacity)
+            gap = float(10 ** rng.uniform(0, 3)) if count < capacity else None
+            leading = np.sort(rng.uniform(0, 1, capacity))[::-1]
             full.append(LayerMetrics(
-                mode_count=min(count, capacity), capacity=capacity, threshold=0.1, spectral_norm=1.0, stable_rank=1.0,
-                effective_rank=1.0, smallest_kept=0.5, largest_discarded=0.5 / gap, gap_ratio=gap,
-                degree_counts={"l1": {0: count}, "linf": {0: count}}, pair_degree_counts={"l1": {}, "linf": {}},
-                energy_by_degree={"l1": {}, "linf": {}}, kept_frequencies=(), grid=(8, 8),
-                leading=tuple(sorted(rng.uniform(0, 1, 30), reverse=True))))
-        stripped = [dataclasses.replace(m, gap_ratio=None, smallest_kept=None, largest_discarded=None, leading=(),
-                                        effective_rank=None) for m in full]
+                mode_count=count, capacity=capacity, threshold=0.1, spectral_norm=1.0, stable_rank=1.0,
+                effective_rank=1.0, smallest_kept=0.5, largest_discarded=None if gap is None else 0.5 / gap,
+                gap_ratio=gap, degree_counts={"l1": {0: count}, "linf": {0: count}},
+                pair_degree_counts={"l1": {}, "linf": {}}, energy_by_degree={"l1": {}, "linf": {}},
+                kept_frequencies=(), grid=(8, 8), leading=tuple(float(v) for v in leading)))
+            bounds = None
+            if gap is not None:
+                bounds = {"tight": (gap, gap), "loose": (gap / rng.uniform(1, 3), gap * rng.uniform(1, 3)),
+                          "open": (float(rng.uniform(0.5, 1.0)), math.inf)}[mode]
+            stripped.append(dataclasses.replace(full[-1], gap_ratio=None, smallest_kept=None, largest_discarded=None,
+                                                leading=(), effective_rank=None, gap_bounds=bounds))
         names = [f"layer{i}" for i in range(k)]
-        settings = Settings(max_utilisation=float(rng.choice([0.05, 0.5])))
+        settings = Settings(max_utilisation=float(rng.choice([0.05, 0.5, 1.0])))
         done = []
         eager = locate_bottleneck(names, full, settings)
         lazy = locate_bottleneck(names, stripped, settings, counts_only=range(k),
                                  full_metrics=lambda i: done.append(i) or full[i])
         assert lazy == eager, trial
         assert len(done) == len(set(done))
+        completed[mode] += len(done)
+        if mode == "tight" and len({m.mode_count for m in full}) == 1:
+            assert not done, trial  # no gap at another layer's count is read: tight bounds decide everything
+    assert completed["tight"] < min(completed["loose"], completed["open"]), completed
+
+
+def test_counts_route_gap_bounds_hold_on_real_layers():
+    """The counts route's gap bounds bracket the full route's gap ratio on every layer of the samples and of
+    a timm model, at each threshold; a layer that keeps every value or none has no bounds (its gap is known)."""
+    from pathlib import Path
+
+    from cbn_inspect.loaders import load
+
+    samples = Path(__file__).resolve().parent.parent / "sample_checkpoints"
+    sources = [str(p) for p in sorted(samples.glob("*.safetensors"))] + ["timm:resnet18"]
+    bounded = 0
+    for source in sources:
+        loaded = load(source, input_size="32") if source.startswith("timm:") else load(source)
+        for tol in THRESHOLDS:
+            settings = Settings(tolerance=ToleranceRule("relative", tol), spectrum_route="auto")
+            for layer in loaded.layers:
+                layer = resolve_grid(layer, settings)
+                weight = layer.weight.load()
+                counted = analyze_layer(layer, weight, settings, route="counts")
+                if counted.route != "counts":
+                    continue
+                m, f = counted.metrics, analyze_layer(layer, weight, settings, route="full").metrics
+                if f.gap_ratio is None:
+                    assert m.gap_bounds is None, layer.name
+                    continue
+                low, high = m.gap_bounds
+                assert low <= f.gap_ratio <= high, (source, layer.name, tol, m.gap_bounds, f.gap_ratio)
+                bounded += 1
+    assert bounded > 20
 
 
 # ---------------------------------------------------------------- acceptance 3: audit rows with either route
@@ -276,6 +322,7 @@ def test_audit_rows_of_the_samples_equal_with_either_route(tmp_path, monkeypatch
     from pathlib import Path
 
     monkeypatch.setenv("CBN_COUNTS_MIN_FREQUENCIES", "1")  # the samples' small grids: use the route everywhere
+    monkeypatch.setenv("CBN_COUNTS_MIN_SIDE", "1")
     samples = sorted(str(p) for p in (Path(__file__).resolve().parent.parent / "sample_checkpoints").glob("*.safetensors"))
     auto, full = _audit_rows(tmp_path, samples), _audit_rows(tmp_path, samples, "--exact-values")
     assert "counts" in {r["route"] for r in auto} and {r["route"] for r in full} == {"full"}

@@ -38,6 +38,7 @@ def test_golden_random(random_path, golden):
 
 def test_counts_route_rows_show_the_kept_share(planted_path, monkeypatch):
     monkeypatch.setenv("CBN_COUNTS_MIN_FREQUENCIES", "1")  # the planted 4x4 grid has 10 frequencies
+    monkeypatch.setenv("CBN_COUNTS_MIN_SIDE", "1")  # and few channels
     report = inspect_source(planted_path, Settings(spectrum_route="auto"))
     assert any(r.route == "counts" for r in report.layers)
     row = next(r for r in report.layers if r.route == "counts")

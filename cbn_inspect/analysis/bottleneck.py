@@ -37,6 +37,7 @@ from typing import Callable, Collection, Sequence
 
 from ..records import Bottleneck, LayerEvidence, LayerMetrics, Settings
 from ._path import side_layers
+from .counting import LEADING_POINTS
 
 EDGE_FACTOR = 10.0  # an end layer this many times below the rest of the run (in gap) is not on the plateau
 
@@ -127,9 +128,63 @@ def _trim(run: list[int], metrics: Sequence[LayerMetrics], names: Sequence[str],
 def _evaluate(run: list[int], metrics: Sequence[LayerMetrics], names: Sequence[str],
               settings: Settings) -> _Candidate:
     run, trimmed = _trim(list(run), metrics, names, settings)
+    return _judge(run, tuple(trimmed), tuple(_gap(metrics[i]) for i in run), metrics, names, settings)
+
+
+def _bounds(m: LayerMetrics) -> tuple[float, float]:
+    """(lower, upper) bounds on :func:`_gap` of a layer: the value itself where known, else the counts route's
+    ``gap_bounds``."""
+    if m.gap_bounds is not None:
+        return m.gap_bounds
+    gap = _gap(m)
+    return gap, gap
+
+
+def _bounds_at(m: LayerMetrics, rank: int) -> tuple[float, float]:
+    """Bounds on what :func:`_trim` reads of an end layer at ``rank``: ``m.gap_at(rank)``, or ``_gap(m)``
+    where that is None. On the counts route ``leading`` is empty, but the full route's would hold
+    ``min(LEADING_POINTS, capacity)`` values, so it is known which case applies; an unknown ``gap_at`` is
+    bounded by 0 and infinity."""
+    if m.gap_bounds is None:
+        at = m.gap_at(rank)
+        gap = at if at is not None else _gap(m)
+        return gap, gap
+    if rank == m.mode_count or rank < 1 or rank >= min(LEADING_POINTS, m.capacity):
+        return m.gap_bounds
+    return 0.0, math.inf
+
+
+def _evaluate_bounded(run: list[int], metrics: Sequence[LayerMetrics], names: Sequence[str],
+                      settings: Settings) -> _Candidate | None:
+    """:func:`_evaluate` where some layers' gaps are only bounded (counts route), or None where the bounds
+    leave anything it reports or decides open. It decides when no end layer can be trimmed whatever the
+    gaps within their bounds, the run's smallest and median gap are pinned (min and median are monotone in
+    every argument, so they lie between their values at the lower and at the upper bounds), and every layer
+    is either surely clean or surely not. Then the candidate is the one exact gaps give: the lower bounds
+    have the same minimum, median and clean layers."""
+    run = list(run)
+    bounds = [_bounds(metrics[i]) for i in run]
+    if len(run) > settings.min_plateau:  # _trim's first step must surely trim nothing
+        rank = min(metrics[i].mode_count for i in run)
+        for end in (0, len(run) - 1):
+            low, _ = _bounds_at(metrics[run[end]], rank)
+            rest_high = statistics.median(b[1] for k, b in enumerate(bounds) if k != end)
+            # trimmed iff gap < min_gap and gap * EDGE_FACTOR < rest; gap >= low and rest <= rest_high
+            if not (low >= settings.min_gap or low * EDGE_FACTOR >= rest_high):
+                return None
+    lows, highs = [b[0] for b in bounds], [b[1] for b in bounds]
+    if min(lows) != min(highs) or statistics.median(lows) != statistics.median(highs):
+        return None
+    if any(low < settings.min_gap <= high for low, high in bounds):
+        return None
+    return _judge(run, (), tuple(lows), metrics, names, settings)
+
+
+def _judge(run: list[int], trimmed: tuple[tuple[int, str], ...], gaps: tuple[float, ...],
+           metrics: Sequence[LayerMetrics], names: Sequence[str], settings: Settings) -> _Candidate:
+    """The candidate of a trimmed run with these gaps (one per layer)."""
     run_metrics = [metrics[i] for i in run]
     rank = min(m.mode_count for m in run_metrics)
-    gaps = tuple(_gap(m) for m in run_metrics)
     typical = float(statistics.median(gaps))
     utilisation = max(m.utilisation for m in run_metrics)
     failures = []
@@ -144,7 +199,7 @@ def _evaluate(run: list[int], metrics: Sequence[LayerMetrics], names: Sequence[s
     elif typical < settings.weak_gap:
         failures.append(f"kept singular values are only {typical:.3g}x above the discarded ones (median over the "
                         f"run; a split needs {settings.weak_gap:g}x, a clean one {settings.min_gap:g}x)")
-    return _Candidate(run=tuple(run), rank=rank, trimmed=tuple(trimmed), gaps=gaps, utilisation=utilisation,
+    return _Candidate(run=tuple(run), rank=rank, trimmed=trimmed, gaps=gaps, utilisation=utilisation,
                       strength=_strength(typical, utilisation, len(run), settings), failures=tuple(failures))
 
 
@@ -188,11 +243,13 @@ def locate_bottleneck(
     side layers) and whether taps were wrapped. Without it, side layers are judged from the metrics' grids
     and capacities and the names.
 
-    ``counts_only`` names layers analysed by the counts route (their gaps are unknown) and ``full_metrics(i)``
-    gives such a layer's full-route metrics. Candidate runs depend on counts alone; a candidate's layers are
-    completed only when the candidate is evaluated, and candidates are evaluated in the order of an upper
-    bound on their sort key (:func:`_key_bound`, from counts alone) until the two best are known. The call
-    is therefore the one every layer on the full route gives, at the cost of the layers it needs.
+    ``counts_only`` names layers analysed by the counts route (their gaps are only bounded, ``gap_bounds``)
+    and ``full_metrics(i)`` gives such a layer's full-route metrics. Candidate runs depend on counts alone.
+    A candidate is first evaluated on the bounds (:func:`_evaluate_bounded`); only where they leave its
+    trimming, smallest or median gap or clean layers open are its counts-route layers completed. Candidates
+    are evaluated in the order of an upper bound on their sort key (:func:`_key_bound`, from counts alone)
+    until the two best are known. The call is therefore the one every layer on the full route gives, at the
+    cost of the layers it needs.
     """
     evidence = list(layers) if layers is not None else [None] * len(names)
     side = side_layers(names, metrics, evidence)
@@ -220,6 +277,10 @@ def locate_bottleneck(
     pending = set(counts_only) if full_metrics is not None else set()
 
     def evaluate(run: list[int]) -> _Candidate:
+        if pending.intersection(run):
+            bounded = _evaluate_bounded(run, ms, names, settings)
+            if bounded is not None:
+                return bounded  # the gaps' bounds decide everything: no layer need be completed
         for i in run:
             if i in pending:
                 ms[i] = full_metrics(i)  # type: ignore[misc]

@@ -8,6 +8,8 @@ spectral norm, energy share per degree) come with them. Pure numpy: no I/O.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -113,10 +115,30 @@ def metrics_from_counts(counts: "FrequencyCounts") -> LayerMetrics:
     """The layer's metrics from the counts route (:mod:`.counts`): every count, the largest value, the
     stable rank and the energy per degree, as :func:`count_modes` gives them from the full spectrum; what
     needs every value (effective rank, smallest kept and largest discarded value, gap, profile) is None
-    or empty."""
+    or empty. Where the layer keeps some values and discards others, ``gap_bounds`` brackets the gap ratio
+    the full route gives (:func:`gap_bounds`), so the bottleneck call can often do without it."""
     kept_rows = np.minimum(counts.counts, counts.width)
-    return _assemble(counts.frequencies, counts.grid, counts.multiplicity, kept_rows, counts.energy, counts.vmax,
-                     counts.threshold, counts.capacity)
+    metrics = _assemble(counts.frequencies, counts.grid, counts.multiplicity, kept_rows, counts.energy,
+                        counts.vmax, counts.threshold, counts.capacity)
+    if 0 < metrics.mode_count < metrics.capacity:
+        metrics = dataclasses.replace(metrics, gap_bounds=gap_bounds(counts))
+    return metrics
+
+
+def gap_bounds(counts: "FrequencyCounts") -> tuple[float, float]:
+    """Bounds on the gap ratio :func:`count_modes` gives, ``smallest kept / max(largest discarded, floor)``
+    with ``floor = vmax * NUMERICAL_FLOOR``, from what the counts route knows (a layer that keeps some values
+    and discards others). Every kept value lies above the threshold t and every discarded one at or below
+    it, so the ratio is at least ``t / max(t, floor)``; the smallest kept value is at most the smallest kept
+    at the solved frequencies and the largest discarded at least theirs, so it is at most their ratio
+    (unbounded when the solved frequencies hold no kept or no discarded value). Floating-point division is
+    monotone, so the bounds hold for the computed ratio too."""
+    floor = counts.vmax * NUMERICAL_FLOOR
+    t = counts.threshold
+    lower = t / max(t, floor)
+    if counts.kept_floor is None or counts.discarded_ceiling is None:
+        return lower, math.inf
+    return lower, counts.kept_floor / max(counts.discarded_ceiling, floor)
 
 
 def _assemble(frequencies: np.ndarray, grid: tuple[int, ...], mult: np.ndarray, kept_rows: np.ndarray,
@@ -136,9 +158,9 @@ def _assemble(frequencies: np.ndarray, grid: tuple[int, ...], mult: np.ndarray, 
         shares = _by_degree(deg, energy / total_energy if total_energy > 0 else energy * 0)
         energy_share[metric] = shares
     stable_rank = total_energy / vmax**2 if vmax > 0 else 0.0
-    kept_freqs = tuple(
-        (tuple(int(x) for x in frequencies[i]), int(kept_rows[i])) for i in np.flatnonzero(kept_rows)
-    )
+    rows = np.flatnonzero(kept_rows)
+    kept_freqs = tuple(zip(map(tuple, np.asarray(frequencies, dtype=np.int64)[rows].tolist()),
+                           np.asarray(kept_rows, dtype=np.int64)[rows].tolist()))
     return LayerMetrics(
         mode_count=mode_count,
         capacity=capacity,

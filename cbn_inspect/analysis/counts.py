@@ -36,7 +36,8 @@ full route's answers, at the cost of one LDL^T factorisation per matrix instead 
 Where the layout does not apply (one tap, one row or column: a single solve or vector norms serve all
 frequencies), a threshold of zero, or a zero layer, :func:`compute_counts` returns None and the caller takes
 the full route, which is as cheap there; unless forced, also where the route does not pay (fewer than
-MIN_FREQUENCIES frequencies, or a layer on the mixed eigensolver). Pure tensor code: no I/O.
+MIN_FREQUENCIES frequencies, Gram matrices smaller than MIN_SIDE, or a layer on the mixed eigensolver).
+Pure tensor code: no I/O.
 """
 
 from __future__ import annotations
@@ -53,13 +54,19 @@ from .geometry import KernelPlan
 from .spectrum import GramLayout, _prepared, gram_layout
 
 CERT_MARGIN = 1e-3  # relative, in lambda: frequencies within this of the candidate largest value are solved
-POWER_STEPS = 2
+POWER_STEPS = 3
 TIE_BAND = 1e-3  # relative, in lambda: values this close to the threshold are ties (decided by the eigensolver)
 ABS_BAND = 64.0  # absolute part of the band, in units of n * eps64 * lambda_max
 INVERSE_STEPS = 4
 DETECT_FACTOR = 10.0
 CANDIDATES = 1  # frequencies solved first for the candidate largest value (largest lower bound), besides the probe
 MIN_FREQUENCIES = 64
+# Gram matrices smaller than this go to the full route unless forced: one thread, the inertia loop (scipy
+# zhetrf + zhetrs) is only about 2x cheaper than the batched eigensolve at n = 64 (0.15 s against 0.32 s for
+# 1,570 random matrices), so with the certification and bounds the route costs what the full one does
+# (ResNet-50's layer1, n = 64: 0.28-0.36 s against 0.33 s; the stem, n = 12: 0.31 s against 0.10 s); at
+# n = 128 the inertia is 3x cheaper (0.12 s against 0.39 s for 394). benchmarks/bench_counts.py --per-layer.
+MIN_SIDE = 96
 _EPS64 = float(np.finfo(np.float64).eps)
 
 
@@ -77,6 +84,10 @@ class FrequencyCounts:
     width: int  # singular values per frequency the layer can hold (as Spectrum.width)
     solved: int  # frequencies solved exactly (candidates, certification failures, ties)
     ties: int  # frequencies solved because a value lay within the tie band of the threshold
+    # the smallest kept and the largest discarded value among the solved frequencies (None where they hold
+    # none): bounds on the layer's own, which give bounds on its gap ratio (counting.metrics_from_counts)
+    kept_floor: float | None = None
+    discarded_ceiling: float | None = None
 
     @property
     def capacity(self) -> int:
@@ -181,13 +192,15 @@ def _not_below(mats: torch.Tensor, level: float) -> np.ndarray:
     """For (..., n, n) Hermitian matrices: True where the complex64 Cholesky factorisation of ``level I - H``
     fails, i.e. where H may hold an eigenvalue at or above ``level`` (shape ``mats.shape[:-2]``)."""
     n = mats.shape[-1]
-    shifted = mats.reshape(-1, n, n).to(torch.complex64).neg_()
-    torch.diagonal(shifted, dim1=-2, dim2=-1).add_(level)
     lapack = _scipy_lapack()
     if lapack is None:
+        shifted = mats.reshape(-1, n, n).to(torch.complex64).neg_()
+        torch.diagonal(shifted, dim1=-2, dim2=-1).add_(level)
         _, info = torch.linalg.cholesky_ex(shifted)
         return (info != 0).numpy().reshape(mats.shape[:-2])
-    array = shifted.numpy()
+    array = np.empty((int(np.prod(mats.shape[:-2])), n, n), dtype=np.complex64)
+    np.negative(mats.numpy().reshape(-1, n, n), out=array, casting="same_kind")  # one pass: convert and negate
+    array.reshape(-1, n * n)[:, :: n + 1] += np.float32(level)
     failed = np.empty(array.shape[0], dtype=bool)
     for k in range(array.shape[0]):  # scipy's cpotrf: about twice as fast as torch's batched call at n = 64
         failed[k] = lapack.cpotrf(array[k].T, lower=1, overwrite_a=1)[1] != 0
@@ -195,50 +208,62 @@ def _not_below(mats: torch.Tensor, level: float) -> np.ndarray:
 
 
 def _bounds(mats: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per matrix of (f, g, n, n): the trace, a lower bound on lambda_max (the Rayleigh quotient after
-    POWER_STEPS power steps from a fixed start, or the largest diagonal entry if more) and an upper bound (the
-    Frobenius norm, or the trace if less). numpy: several times faster than torch for these thin products."""
+    """Per matrix of (f, g, n, n): the trace, a lower bound on lambda_max (``||H x||`` for the unit vector x
+    after POWER_STEPS - 1 power steps from a fixed start, or the largest diagonal entry if more: for a unit x,
+    ``||H x|| <= lambda_max``) and an upper bound (the Frobenius norm, or the trace if less). Three passes over
+    the matrices (the Frobenius norm and two products); numpy's batched matmul, faster than einsum here."""
     array = mats.numpy()
     n = array.shape[-1]
     diag = np.real(np.diagonal(array, axis1=-2, axis2=-1))
     trace = diag.sum(axis=-1)
-    real = array.view(np.float64)
-    frobenius = np.sqrt(np.einsum("...ij,...ij->...", real, real))
-    x = np.broadcast_to(_start_vector(n).numpy().reshape(n), array.shape[:-1])
+    flat = array.view(np.float64).reshape(-1, 2 * n * n)
+    frobenius = np.sqrt(np.einsum("bi,bi->b", flat, flat))
+    x = np.broadcast_to(_start_vector(n).numpy().reshape(n, 1), array.shape[:-2] + (n, 1))
     for _ in range(POWER_STEPS):
-        x = np.einsum("...ij,...j->...i", array, x)
-        x = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-300)
-    rayleigh = np.real(np.einsum("...i,...i->...", x.conj(), np.einsum("...ij,...j->...i", array, x)))
-    lower = np.maximum(rayleigh, diag.max(axis=-1))
-    return trace, lower, np.minimum(frobenius, np.maximum(trace, 0.0))
+        x = np.matmul(array, x)
+        norm = np.linalg.norm(x, axis=(-2, -1))
+        x = x / np.maximum(norm, 1e-300)[..., None, None]
+    lower = np.maximum(norm, diag.max(axis=-1))
+    return trace, lower, np.minimum(frobenius.reshape(trace.shape), np.maximum(trace, 0.0))
 
 
 def _threshold(rule: ToleranceRule, vmax: float) -> float:
     return rule.value * vmax if rule.name == "relative" else rule.value
 
 
-def min_frequencies() -> int:
-    """MIN_FREQUENCIES, or the environment variable CBN_COUNTS_MIN_FREQUENCIES (tests, benchmarks)."""
+def _setting(name: str, default: int) -> int:
     import os
 
     try:
-        return int(os.environ.get("CBN_COUNTS_MIN_FREQUENCIES", MIN_FREQUENCIES))
+        return int(os.environ.get(name, default))
     except ValueError:
-        return MIN_FREQUENCIES
+        return default
+
+
+def min_frequencies() -> int:
+    """MIN_FREQUENCIES, or the environment variable CBN_COUNTS_MIN_FREQUENCIES (tests, benchmarks)."""
+    return _setting("CBN_COUNTS_MIN_FREQUENCIES", MIN_FREQUENCIES)
+
+
+def min_side() -> int:
+    """MIN_SIDE, or the environment variable CBN_COUNTS_MIN_SIDE (tests, benchmarks)."""
+    return _setting("CBN_COUNTS_MIN_SIDE", MIN_SIDE)
 
 
 def compute_counts(plan: KernelPlan, rule: ToleranceRule, *, memory_budget_mb: int = 256,
-                   force: bool = False) -> FrequencyCounts | None:
+                   force: bool = False, layout: GramLayout | None = None) -> FrequencyCounts | None:
     """The counts route for one layer (module docstring); None where the full route should run instead.
 
     Unless ``force``, also None where the counts route does not pay (measured, benchmarks/bench_counts.py):
     fewer than MIN_FREQUENCIES frequencies (the candidate and certification solves are then a large share of
-    the full route's), or a layer the full route solves by the mixed eigensolver (already about half a plain
-    solve)."""
+    the full route's), Gram matrices smaller than MIN_SIDE, or a layer the full route solves by the mixed
+    eigensolver (already about half a plain solve)."""
     if rule.name not in ("relative", "absolute"):
         raise ValueError(f"the counts route serves the relative and absolute rules, not {rule.name!r}")
-    layout = gram_layout(plan, "cpu", memory_budget_mb)
-    if layout is None or not force and (layout.route != "plain" or layout.n_freq < min_frequencies()):
+    layout = layout if layout is not None else gram_layout(plan, "cpu", memory_budget_mb)
+    if layout is None:
+        return None
+    if not force and (layout.route != "plain" or layout.n_freq < min_frequencies() or layout.side < min_side()):
         return None
     _, freqs, mult, width = _prepared(plan, "cpu")
     if plan.rank_bound is not None:
@@ -353,8 +378,17 @@ def _count_layer(layout: GramLayout, grid: tuple[int, ...], freqs: np.ndarray, m
     ties = [i for i in np.flatnonzero(tie) if int(i) not in solved]
     n_ties = len(ties) - (1 if layout.probe is not None and 0 in ties else 0)
     solve(ties)
+    kept_floor = discarded_ceiling = None
     for i, row in solved.items():  # exactly the full route's count for these: its own values
-        counts[i] = int(np.count_nonzero((row[:width] > threshold) & (row[:width] > 0)))
+        row = row[:width]
+        kept = (row > threshold) & (row > 0)
+        counts[i] = int(np.count_nonzero(kept))
+        if kept.any():
+            low = float(row[kept].min())
+            kept_floor = low if kept_floor is None else min(kept_floor, low)
+        if not kept.all():
+            high = float(row[~kept].max())
+            discarded_ceiling = high if discarded_ceiling is None else max(discarded_ceiling, high)
     return FrequencyCounts(grid=tuple(grid), frequencies=freqs, multiplicity=mult, counts=counts,
                            energy=energy, vmax=vmax, threshold=threshold, width=width, solved=len(solved),
-                           ties=max(n_ties, 0))
+                           ties=max(n_ties, 0), kept_floor=kept_floor, discarded_ceiling=discarded_ceiling)

@@ -17,7 +17,7 @@ from ._threads import analysis_threads, configure_threads, submit
 from .counting import count_modes, metrics_from_counts
 from .counts import compute_counts
 from .geometry import plan_kernel
-from .spectrum import compute_spectrum
+from .spectrum import compute_spectrum, gram_layout
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -104,12 +104,12 @@ def analyze_layer(layer: ConvLayer, weight: torch.Tensor, settings: Settings, ro
     # weights, cheap (one layer at a time), and it keeps float32 rounding out of wrapped small-grid kernels.
     compute = torch.float64
     weight = weight.detach().to(dtype=compute if weight.is_floating_point() else torch.float32)
-    if not bool(torch.isfinite(weight).all()):
+    if not _all_finite(weight):
         bad = int((~torch.isfinite(weight)).sum())
         return LayerReport(layer=layer, spectrum_grid=None, exact=False, metrics=None,
                            flags=("nonfinite",), notes=(f"{bad} NaN/Inf weights: layer not analysed",))
     flags = list(layer.flags)
-    raw_nonzero = bool(weight.any())
+    raw_nonzero = bool(weight.numpy().any()) if weight.device.type == "cpu" else bool(weight.any())
     if layer.batchnorm is not None and settings.fold_batchnorm:
         folded, refusal = _fold_checked(weight, layer)
         if refusal:
@@ -125,17 +125,19 @@ def analyze_layer(layer: ConvLayer, weight: torch.Tensor, settings: Settings, ro
     tolerance = settings.tolerance
     if exponent and tolerance.name == "absolute":  # an absolute threshold applies to the unscaled values
         tolerance = dataclasses.replace(tolerance, value=_ldexp(tolerance.value, -exponent))
-    counted = None
-    if route == "counts" and settings.device == "cpu" and settings.precision == "float32" and \
-            tolerance.name in ("relative", "absolute"):
-        counted = compute_counts(plan, tolerance, memory_budget_mb=settings.memory_budget_mb, force=True)
-    elif route is None and counts_route_applies(settings):
-        counted = compute_counts(plan, tolerance, memory_budget_mb=settings.memory_budget_mb)
+    counted = layout = None
+    forced = route == "counts" and settings.device == "cpu" and settings.precision == "float32" and \
+        tolerance.name in ("relative", "absolute")
+    if forced or route is None and counts_route_applies(settings):
+        # built once: the full route reuses it where the counts route declines the layer
+        layout = gram_layout(plan, "cpu", settings.memory_budget_mb)
+        counted = compute_counts(plan, tolerance, memory_budget_mb=settings.memory_budget_mb, force=forced,
+                                 layout=layout)
     if counted is not None:
         spectrum, metrics = None, metrics_from_counts(counted)
     else:
         spectrum = compute_spectrum(plan, precision=settings.precision, device=settings.device,
-                                    memory_budget_mb=settings.memory_budget_mb)
+                                    memory_budget_mb=settings.memory_budget_mb, layout=layout)
         metrics = count_modes(spectrum, tolerance)
     if exponent:
         metrics, spectrum = _denormalise(metrics, spectrum, exponent)
@@ -210,6 +212,13 @@ def _normalise(weight: torch.Tensor) -> tuple[torch.Tensor, int]:
     return torch.ldexp(weight, torch.tensor(-exponent, dtype=weight.dtype)), exponent
 
 
+def _all_finite(tensor: torch.Tensor) -> bool:
+    """No NaN or Inf in ``tensor``; numpy's check on the CPU (about 15x faster than torch's at these sizes)."""
+    if tensor.device.type == "cpu":
+        return bool(np.isfinite(tensor.numpy()).all())
+    return bool(torch.isfinite(tensor).all())
+
+
 def _denormalise(metrics, spectrum, exponent: int):
     """Scale the absolute quantities of a layer analysed at ``2^-exponent`` back (ratios are unchanged)."""
     def back(value):
@@ -218,7 +227,7 @@ def _denormalise(metrics, spectrum, exponent: int):
     metrics = dataclasses.replace(
         metrics, threshold=back(metrics.threshold), spectral_norm=back(metrics.spectral_norm),
         smallest_kept=back(metrics.smallest_kept), largest_discarded=back(metrics.largest_discarded),
-        profile=tuple(back(v) for v in metrics.profile))
+        profile=tuple(back(v) for v in metrics.profile), leading=tuple(back(v) for v in metrics.leading))
     if spectrum is not None:
         with np.errstate(over="ignore", under="ignore"):
             spectrum = dataclasses.replace(spectrum, values=np.ldexp(spectrum.values, exponent))
@@ -250,6 +259,6 @@ def _fold_checked(weight: torch.Tensor, layer: ConvLayer) -> tuple[torch.Tensor,
                         "(no inference-time scale); analysed unfolded")
     bn = dataclasses.replace(bn, running_var=var, weight=gamma, eps=eps)
     folded = fold_batchnorm(weight, bn, transposed=layer.transposed, groups=layer.groups)
-    if not bool(torch.isfinite(folded).all()):
+    if not _all_finite(folded):
         return weight, f"BatchNorm {bn.name} not folded: the folded weights overflow; analysed unfolded"
     return folded, None

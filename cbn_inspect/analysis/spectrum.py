@@ -150,6 +150,8 @@ def _hermitian_values(gram: torch.Tensor, route: str = "auto") -> np.ndarray:
 
 def _drop_zero_channels(kernel: torch.Tensor) -> torch.Tensor:
     """Remove output rows and input columns that are zero in every group and at every tap."""
+    if kernel.device.type == "cpu" and kernel.numpy().all():  # no zero weight at all (the usual case): one pass
+        return kernel
     taps = tuple(range(3, kernel.ndim))
     nonzero = kernel != 0
     rows = nonzero.any(dim=(0, 2) + taps)
@@ -219,7 +221,9 @@ def _tap_products(kernel: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
                 pairs.setdefault(delta, []).append((t, s))
     offsets = sorted(pairs)
     n_off = len(offsets)
-    packed = torch.zeros((2 * n_off - 1, g, n, n, 2), dtype=kernel.dtype, device=kernel.device)
+    packed = torch.empty((2 * n_off - 1, g, n, n, 2), dtype=kernel.dtype, device=kernel.device)
+    packed[:n_off, ..., 1] = 0  # the slots product() leaves alone: imaginary of the cos rows, real of the sin rows
+    packed[n_off:, ..., 0] = 0
 
     on_cpu = kernel.device.type == "cpu"
 
@@ -334,6 +338,7 @@ class GramLayout:
     route: str  # the eigensolver route of the chunks (_eigen.hermitian_eigenvalues)
     probe: np.ndarray | None  # (1, g*n) singular values of frequency 0 by the plain route, or None
     n_freq: int
+    side: int = 0  # n: the Gram matrices' size
 
     def chunks(self) -> list[tuple[int, int]]:
         """(start, stop) of every chunk the full route solves, the probe's (0, 1) first when there is one."""
@@ -380,7 +385,7 @@ def _gram_layout(kernel: torch.Tensor, grid: tuple[int, ...], freqs: np.ndarray,
         probe = _hermitian_values(source(0, 1), "plain")
         route = layer_route(probe[0] ** 2, co)
     return GramLayout(source=source, step=step, first=0 if probe is None else 1, route=route, probe=probe,
-                      n_freq=n_freq)
+                      n_freq=n_freq, side=co)
 
 
 def gram_layout(plan: KernelPlan, device: str = "cpu", memory_budget_mb: int = 256) -> GramLayout | None:
@@ -402,11 +407,13 @@ def compute_spectrum(
     device: str = "cpu",
     memory_budget_mb: int = 256,
     method: str = "auto",
+    layout: GramLayout | None = None,
 ) -> Spectrum:
     """Singular values of W_hat(m) at one frequency of every conjugate class of ``plan.grid``.
 
     ``method`` is ``svd`` or ``gram`` (module docstring); ``auto`` picks ``svd`` for float64 and ``gram``
-    for float32.
+    for float32. ``layout``: what :func:`gram_layout` gave for this plan, device and budget (the counts route
+    builds it first; its tap products and probe are then not computed twice); used on the Gram path only.
     """
     if precision not in _REAL:
         raise ValueError(f"unknown precision {precision!r}")
@@ -437,7 +444,8 @@ def compute_spectrum(
     workers = analysis_threads() if kernel.device.type == "cpu" else 1
     first = 0  # frequencies before this one are already in ``out``
     if gram and min(co, ci) > 1:
-        layout = _gram_layout(kernel, grid, freqs, memory_budget_mb, workers)
+        if layout is None:
+            layout = _gram_layout(kernel, grid, freqs, memory_budget_mb, workers)
         if layout.probe is not None:
             out[:1, : layout.probe.shape[1]] = layout.probe
             first = 1
