@@ -297,6 +297,33 @@ def test_counts_route_gap_bounds_hold_on_real_layers():
     assert bounded > 20
 
 
+def test_counts_route_json_carries_the_gap_bounds(monkeypatch):
+    """--counts-route JSON: a counts-route layer with kept and discarded values has gap_ratio null and
+    gap_ratio_bounds around the full route's gap ratio; the report validates against the schema."""
+    from pathlib import Path
+
+    from cbn_inspect.inspect import inspect_source
+    from cbn_inspect.report.json_report import report_to_dict, validate_report
+
+    monkeypatch.setenv("CBN_COUNTS_MIN_FREQUENCIES", "1")
+    monkeypatch.setenv("CBN_COUNTS_MIN_SIDE", "1")
+    seen = 0
+    for name in ("digits_cnn", "cbn_demo"):  # cbn_demo's call completes its layers: no bounds are left there
+        path = str(Path(__file__).resolve().parent.parent / "sample_checkpoints" / f"{name}.safetensors")
+        auto = report_to_dict(inspect_source(path, Settings(spectrum_route="auto")))
+        full = report_to_dict(inspect_source(path, Settings()))
+        validate_report(auto)
+        assert auto["bottleneck"] == full["bottleneck"]
+        for a, f in zip(auto["layers"], full["layers"]):
+            if a["route"] == "counts" and f["gap_ratio"] is not None:
+                low, high = a["gap_ratio_bounds"]
+                assert a["gap_ratio"] is None and low <= f["gap_ratio"] and (high is None or f["gap_ratio"] <= high)
+                seen += 1
+            else:
+                assert "gap_ratio_bounds" not in a
+    assert seen
+
+
 # ---------------------------------------------------------------- acceptance 3: audit rows with either route
 
 

@@ -118,6 +118,8 @@ def _layer(index: int, report: LayerReport, metric: str, spectra: bool, digits: 
     }
     out.update(_metric_fields(m, metric, digits))
     out["route"] = report.route
+    if m is not None and m.gap_bounds is not None:  # counts route: what is known of the gap ratio (null: unbounded)
+        out["gap_ratio_bounds"] = [_num(v, digits) for v in m.gap_bounds]
     if spectra:
         out["spectrum"] = _spectrum(report.spectrum, digits)
     return out
