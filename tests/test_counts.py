@@ -241,8 +241,11 @@ def test_lazy_bottleneck_call_equals_the_eager_one():
             count = min(int(rng.choice([4, 5, 6, 20, 40, 60, 1000]) * rng.uniform(0.9, 1.1)), capacity)
             gap = float(10 ** rng.uniform(0, 3)) if count < capacity else None
             leading = np.sort(rng.uniform(0, 1, capacity))[::-1]
+            threshold = 0.1
+            if rng.uniform() < 0.2:  # an absolute threshold under the 1e-7 floor: gap_at may fall below 1
+                threshold, leading = 1e-9, np.sort(10 ** rng.uniform(-8.5, 0, capacity))[::-1]
             full.append(LayerMetrics(
-                mode_count=count, capacity=capacity, threshold=0.1, spectral_norm=1.0, stable_rank=1.0,
+                mode_count=count, capacity=capacity, threshold=threshold, spectral_norm=1.0, stable_rank=1.0,
                 effective_rank=1.0, smallest_kept=0.5, largest_discarded=None if gap is None else 0.5 / gap,
                 gap_ratio=gap, degree_counts={"l1": {0: count}, "linf": {0: count}},
                 pair_degree_counts={"l1": {}, "linf": {}}, energy_by_degree={"l1": {}, "linf": {}},
@@ -250,7 +253,7 @@ def test_lazy_bottleneck_call_equals_the_eager_one():
             bounds = None
             if gap is not None:
                 bounds = {"tight": (gap, gap), "loose": (gap / rng.uniform(1, 3), gap * rng.uniform(1, 3)),
-                          "open": (float(rng.uniform(0.5, 1.0)), math.inf)}[mode]
+                          "open": (min(1.0, threshold / 1e-7), math.inf)}[mode]
             stripped.append(dataclasses.replace(full[-1], gap_ratio=None, smallest_kept=None, largest_discarded=None,
                                                 leading=(), effective_rank=None, gap_bounds=bounds))
         names = [f"layer{i}" for i in range(k)]
@@ -265,6 +268,35 @@ def test_lazy_bottleneck_call_equals_the_eager_one():
         if mode == "tight" and len({m.mode_count for m in full}) == 1:
             assert not done, trial  # no gap at another layer's count is read: tight bounds decide everything
     assert completed["tight"] < min(completed["loose"], completed["open"]), completed
+
+
+def test_lazy_call_reads_no_gap_at_a_counts_layer_that_keeps_everything():
+    """An end layer on the counts route that keeps every value (absolute threshold under the 1e-7 floor) has
+    no gap, but the full route's gap at the run's lower count can be below 1 (its values under the floor):
+    here 0.3, so the full route trims it. The lazy call must not take that gap for 1."""
+    from cbn_inspect.analysis import locate_bottleneck
+    from cbn_inspect.records import LayerMetrics
+
+    def metrics(count, capacity, gap, leading, threshold=0.1):
+        return LayerMetrics(
+            mode_count=count, capacity=capacity, threshold=threshold, spectral_norm=1.0, stable_rank=1.0,
+            effective_rank=1.0, smallest_kept=None, largest_discarded=None, gap_ratio=gap,
+            degree_counts={"l1": {0: count}, "linf": {0: count}}, pair_degree_counts={"l1": {}, "linf": {}},
+            energy_by_degree={"l1": {}, "linf": {}}, kept_frequencies=(), grid=(8, 8), leading=leading)
+
+    known = metrics(10, 100, 5.0, tuple(np.linspace(1.0, 0.5, 100)))
+    end = metrics(11, 11, None, (1.0,) * 9 + (3e-8, 2e-8), threshold=1e-9)
+    assert end.gap_at(10) == pytest.approx(0.3)
+    full = [known, known, known, known, end, known]  # the first and last are the edge layers
+    stripped = list(full)
+    stripped[4] = dataclasses.replace(end, leading=())
+    names = [f"layer{i}" for i in range(len(full))]
+    settings = Settings(max_utilisation=1.0)
+    eager = locate_bottleneck(names, full, settings)
+    assert eager.trimmed and eager.trimmed[0][0] == 4
+    done = []
+    lazy = locate_bottleneck(names, stripped, settings, counts_only=[4], full_metrics=lambda i: done.append(i) or full[i])
+    assert lazy == eager and done == [4]
 
 
 def test_counts_route_gap_bounds_hold_on_real_layers():

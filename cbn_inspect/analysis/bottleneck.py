@@ -37,7 +37,7 @@ from typing import Callable, Collection, Sequence
 
 from ..records import Bottleneck, LayerEvidence, LayerMetrics, Settings
 from ._path import side_layers
-from .counting import LEADING_POINTS
+from .counting import LEADING_POINTS, NUMERICAL_FLOOR
 
 EDGE_FACTOR = 10.0  # an end layer this many times below the rest of the run (in gap) is not on the plateau
 
@@ -131,43 +131,49 @@ def _evaluate(run: list[int], metrics: Sequence[LayerMetrics], names: Sequence[s
     return _judge(run, tuple(trimmed), tuple(_gap(metrics[i]) for i in run), metrics, names, settings)
 
 
-def _bounds(m: LayerMetrics) -> tuple[float, float]:
-    """(lower, upper) bounds on :func:`_gap` of a layer: the value itself where known, else the counts route's
-    ``gap_bounds``."""
-    if m.gap_bounds is not None:
+def _bounds(m: LayerMetrics, counted: bool) -> tuple[float, float]:
+    """(lower, upper) bounds on :func:`_gap` of a layer: the value itself where known, else (a counts-route
+    layer that keeps some values and discards others) its ``gap_bounds``. A counts-route layer that keeps
+    every value or none has no gap on either route: 1."""
+    if counted and m.gap_bounds is not None:
         return m.gap_bounds
     gap = _gap(m)
     return gap, gap
 
 
-def _bounds_at(m: LayerMetrics, rank: int) -> tuple[float, float]:
+def _bounds_at(m: LayerMetrics, rank: int, counted: bool) -> tuple[float, float]:
     """Bounds on what :func:`_trim` reads of an end layer at ``rank``: ``m.gap_at(rank)``, or ``_gap(m)``
-    where that is None. On the counts route ``leading`` is empty, but the full route's would hold
-    ``min(LEADING_POINTS, capacity)`` values, so it is known which case applies; an unknown ``gap_at`` is
-    bounded by 0 and infinity."""
-    if m.gap_bounds is None:
+    where that is None. A counts-route layer has no ``leading`` values, but the full route's would hold
+    ``min(LEADING_POINTS, capacity)`` of them, so which case applies is known. An unknown ``gap_at`` is a
+    ratio of two of the layer's largest values (descending) with the denominator floored at 1e-7 sigma_max:
+    at least 1 where both lie above that floor. Where the layer keeps every value both lie above the
+    threshold t, so it is at least ``t / max(t, floor)``; otherwise nothing is known (0)."""
+    if not counted:
         at = m.gap_at(rank)
         gap = at if at is not None else _gap(m)
         return gap, gap
     if rank == m.mode_count or rank < 1 or rank >= min(LEADING_POINTS, m.capacity):
-        return m.gap_bounds
+        return _bounds(m, counted)
+    if m.mode_count == m.capacity and m.spectral_norm > 0:
+        floor = m.spectral_norm * NUMERICAL_FLOOR
+        return m.threshold / max(m.threshold, floor), math.inf
     return 0.0, math.inf
 
 
 def _evaluate_bounded(run: list[int], metrics: Sequence[LayerMetrics], names: Sequence[str],
-                      settings: Settings) -> _Candidate | None:
-    """:func:`_evaluate` where some layers' gaps are only bounded (counts route), or None where the bounds
-    leave anything it reports or decides open. It decides when no end layer can be trimmed whatever the
-    gaps within their bounds, the run's smallest and median gap are pinned (min and median are monotone in
-    every argument, so they lie between their values at the lower and at the upper bounds), and every layer
-    is either surely clean or surely not. Then the candidate is the one exact gaps give: the lower bounds
-    have the same minimum, median and clean layers."""
+                      settings: Settings, counted: Collection[int]) -> _Candidate | None:
+    """:func:`_evaluate` where the layers in ``counted`` (counts route) have only bounded gaps, or None where
+    the bounds leave anything it reports or decides open. It decides when no end layer can be trimmed
+    whatever the gaps within their bounds, the run's smallest and median gap are pinned (min and median are
+    monotone in every argument, so they lie between their values at the lower and at the upper bounds), and
+    every layer is either surely clean or surely not. Then the candidate is the one exact gaps give: the
+    lower bounds have the same minimum, median and clean layers."""
     run = list(run)
-    bounds = [_bounds(metrics[i]) for i in run]
+    bounds = [_bounds(metrics[i], i in counted) for i in run]
     if len(run) > settings.min_plateau:  # _trim's first step must surely trim nothing
         rank = min(metrics[i].mode_count for i in run)
         for end in (0, len(run) - 1):
-            low, _ = _bounds_at(metrics[run[end]], rank)
+            low, _ = _bounds_at(metrics[run[end]], rank, run[end] in counted)
             rest_high = statistics.median(b[1] for k, b in enumerate(bounds) if k != end)
             # trimmed iff gap < min_gap and gap * EDGE_FACTOR < rest; gap >= low and rest <= rest_high
             if not (low >= settings.min_gap or low * EDGE_FACTOR >= rest_high):
@@ -278,7 +284,7 @@ def locate_bottleneck(
 
     def evaluate(run: list[int]) -> _Candidate:
         if pending.intersection(run):
-            bounded = _evaluate_bounded(run, ms, names, settings)
+            bounded = _evaluate_bounded(run, ms, names, settings, pending)
             if bounded is not None:
                 return bounded  # the gaps' bounds decide everything: no layer need be completed
         for i in run:
