@@ -61,11 +61,10 @@ INVERSE_STEPS = 4
 DETECT_FACTOR = 10.0
 CANDIDATES = 1  # frequencies solved first for the candidate largest value (largest lower bound), besides the probe
 MIN_FREQUENCIES = 64
-# Gram matrices smaller than this go to the full route unless forced: one thread, the inertia loop (scipy
-# zhetrf + zhetrs) is only about 2x cheaper than the batched eigensolve at n = 64 (0.15 s against 0.32 s for
-# 1,570 random matrices), so with the certification and bounds the route costs what the full one does
-# (ResNet-50's layer1, n = 64: 0.28-0.36 s against 0.33 s; the stem, n = 12: 0.31 s against 0.10 s); at
-# n = 128 the inertia is 3x cheaper (0.12 s against 0.39 s for 394). benchmarks/bench_counts.py --per-layer.
+# Gram matrices smaller than this go to the full route unless forced. One thread, ResNet-50 at 224
+# (benchmarks/bench_counts_parts.py): the inertia alone costs 0.47x the eigensolve at n = 64 and 3.8x at
+# n = 12 (per-matrix calls), so the whole route costs what the full one does or more there (0.37 s against
+# 0.34 s; the stem 0.23 s against 0.05 s); at n = 128 the inertia is 0.33x and the route pays.
 MIN_SIDE = 96
 _EPS64 = float(np.finfo(np.float64).eps)
 
