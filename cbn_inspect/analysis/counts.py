@@ -209,8 +209,10 @@ def _not_below(mats: torch.Tensor, level: float) -> np.ndarray:
 def _bounds(mats: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per matrix of (f, g, n, n): the trace, a lower bound on lambda_max (``||H x||`` for the unit vector x
     after POWER_STEPS - 1 power steps from a fixed start, or the largest diagonal entry if more: for a unit x,
-    ``||H x|| <= lambda_max``) and an upper bound (the Frobenius norm, or the trace if less). Three passes over
-    the matrices (the Frobenius norm and two products); numpy's batched matmul, faster than einsum here."""
+    ``||H x|| <= lambda_max``) and an upper bound (the Frobenius norm, or the trace if less). POWER_STEPS + 1
+    passes over the matrices (the products and the Frobenius norm), as many as the Rayleigh quotient after
+    POWER_STEPS - 1 steps would take, and ``||H x_2|| = sqrt(m6 / m4) >= m5 / m4`` (m_k = x0^H H^k x0) is at
+    least that quotient; numpy's batched matmul, faster than einsum here."""
     array = mats.numpy()
     n = array.shape[-1]
     diag = np.real(np.diagonal(array, axis1=-2, axis2=-1))
